@@ -1,1 +1,32 @@
-//! placeholder
+//! fluxwire: a Phoenix Channels server on actix. phoenix.js, and every other Phoenix
+//! Channels client, connects to it unchanged.
+//!
+//! The data path, one module each:
+//! [`transport`] (WebSocket) → [`serializer`] (V1/V2) → [`session`] (one per connection)
+//! → [`channel`] (one actor per joined topic) → [`pubsub`] → back to the sessions.
+//! Around it: [`endpoint`] (HTTP wiring and the server's life), [`router`] (topic →
+//! channel), [`socket`] (the application's `connect`), [`presence`], [`registry`]
+//! (live sessions), [`config`] and [`message`] (the protocol's model).
+
+pub mod channel;
+pub mod config;
+pub mod endpoint;
+pub mod message;
+pub mod presence;
+pub mod pubsub;
+pub mod registry;
+pub mod router;
+pub mod serializer;
+pub mod session;
+pub mod socket;
+pub mod transport;
+
+pub use channel::{Channel, ChannelContext, ChannelRef, JoinParams, Reason, Reply, Subscription};
+pub use config::Config;
+pub use endpoint::{Endpoint, RunningServer, Services, SocketHandler};
+pub use message::Payload;
+pub use presence::Presence;
+pub use pubsub::PubSub;
+pub use registry::Sessions;
+pub use router::Router;
+pub use socket::{Assigns, ConnectInfo, Params, Refused, Socket};

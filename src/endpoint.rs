@@ -1,0 +1,261 @@
+//! The endpoint: actix-web wiring of the whole server.
+//!
+//! Owns the HTTP routes (socket mounts, `/health`, the static page), the shared
+//! services every connection uses, and the server's life: bind, run, and on SIGINT or
+//! SIGTERM stop accepting, close every socket with 1001 and exit. Must not know any
+//! topic: the application's router does.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::config::Config;
+use crate::pubsub::PubSub;
+use crate::registry::Sessions;
+use crate::router::Router;
+use crate::socket::Socket;
+use crate::transport::websocket;
+
+/// What the application builds its channels and stores on.
+#[derive(Clone, Default)]
+pub struct Services {
+    pub pubsub: PubSub,
+    pub sessions: Sessions,
+}
+
+/// The application: who may connect, and which channel serves which topic.
+pub struct SocketHandler {
+    socket: Arc<dyn Socket>,
+    router: Router,
+}
+
+impl SocketHandler {
+    pub fn new(socket: impl Socket, router: Router) -> Self {
+        SocketHandler {
+            socket: Arc::new(socket),
+            router,
+        }
+    }
+}
+
+/// Everything a connection shares with all others.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub socket: Arc<dyn Socket>,
+    pub router: Router,
+    pub pubsub: PubSub,
+    pub sessions: Sessions,
+}
+
+type BuildApp = Box<dyn FnOnce(&Services) -> SocketHandler + Send>;
+
+/// A configured server, not yet running.
+pub struct Endpoint {
+    config: Config,
+    mounts: Vec<String>,
+    build: BuildApp,
+    echo_path: Option<String>,
+}
+
+/// A server running on its own thread (for tests and embedding).
+pub struct RunningServer {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    services: Services,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Endpoint {
+    /// `build` makes the application inside the server's runtime, so it may start
+    /// actors (stores) there.
+    pub fn new(
+        config: Config,
+        build: impl FnOnce(&Services) -> SocketHandler + Send + 'static,
+    ) -> Self {
+        Endpoint {
+            config,
+            mounts: Vec::new(),
+            build: Box::new(build),
+            echo_path: None,
+        }
+    }
+
+    /// Serves the socket at `path`: `{path}/websocket`.
+    pub fn mount(mut self, path: &str) -> Self {
+        self.mounts.push(path.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Serves a WebSocket echo at `path` through the same adapter as the sockets; a
+    /// test target for the WebSocket layer (Autobahn), never mounted by default.
+    #[cfg(feature = "echo-endpoint")]
+    pub fn echo(mut self, path: &str) -> Self {
+        self.echo_path = Some(path.to_owned());
+        self
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub fn run(self) -> io::Result<()> {
+        actix_web::rt::System::new().block_on(async move {
+            let (server, services, addrs) = self.bind()?;
+            for addr in addrs {
+                log::info!("fluxwire listening on http://{addr}");
+            }
+            let handle = server.handle();
+            watch_signals(handle, services.sessions);
+            server.await
+        })
+    }
+
+    /// Starts the server on a thread of its own; returns once it is listening.
+    pub fn spawn(self) -> io::Result<RunningServer> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let (server, services, addrs) = match self.bind() {
+                    Ok(bound) => bound,
+                    Err(error) => {
+                        let message = error.to_string();
+                        let _ = ready_tx.send(Err(error));
+                        return Err(io::Error::other(message));
+                    }
+                };
+                let _ = ready_tx.send(Ok((addrs[0], server.handle(), services)));
+                server.await
+            })
+        });
+        let (addr, handle, services) = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("server thread ended before listening"))??;
+        Ok(RunningServer {
+            addr,
+            handle,
+            services,
+            thread: Some(thread),
+        })
+    }
+
+    fn bind(self) -> io::Result<(actix_web::dev::Server, Services, Vec<SocketAddr>)> {
+        let services = Services::default();
+        let SocketHandler { socket, router } = (self.build)(&services);
+        let config = self.config;
+        let static_dir = config.static_dir.clone();
+        if !static_dir.is_dir() {
+            log::warn!(
+                "static directory {} not found: the demo page is not served",
+                static_dir.display()
+            );
+        }
+        let workers = config
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
+        let bind_to = (config.host.clone(), config.port);
+        let shared = Arc::new(Shared {
+            config,
+            socket,
+            router,
+            pubsub: services.pubsub.clone(),
+            sessions: services.sessions.clone(),
+        });
+        let mounts = self.mounts;
+        let echo_path = self.echo_path;
+        let server = HttpServer::new(move || {
+            let mut app = App::new()
+                .app_data(web::Data::new(shared.clone()))
+                .route("/health", web::get().to(health));
+            for mount in &mounts {
+                app = app.service(
+                    web::resource(format!("{mount}/websocket"))
+                        .route(web::get().to(websocket::handshake))
+                        .default_service(web::to(HttpResponse::BadRequest)),
+                );
+            }
+            #[cfg(feature = "echo-endpoint")]
+            if let Some(path) = &echo_path {
+                app = app.route(path, web::get().to(websocket::echo::handshake));
+            }
+            #[cfg(not(feature = "echo-endpoint"))]
+            let _ = &echo_path;
+            if static_dir.is_dir() {
+                app =
+                    app.service(actix_files::Files::new("/", &static_dir).index_file("index.html"));
+            }
+            app
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(shutdown_secs)
+        .bind(bind_to)?;
+        let addrs = server.addrs();
+        Ok((server.run(), services, addrs))
+    }
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// On the first SIGINT or SIGTERM: stop accepting, close every socket with 1001, and
+/// let the server finish (bounded by the shutdown timeout).
+fn watch_signals(handle: ServerHandle, sessions: Sessions) {
+    let started = Arc::new(AtomicBool::new(false));
+    let shutdown = move |signal: &'static str| {
+        let (handle, sessions, started) = (handle.clone(), sessions.clone(), started.clone());
+        async move {
+            if started.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            handle.pause().await;
+            let closed = sessions.close_all("server shutting down");
+            log::info!("{signal}: shutting down, closing {closed} connections with 1001");
+            handle.stop(true).await;
+        }
+    };
+    let on_interrupt = shutdown.clone();
+    actix_web::rt::spawn(async move {
+        if actix_web::rt::signal::ctrl_c().await.is_ok() {
+            on_interrupt("SIGINT").await;
+        }
+    });
+    #[cfg(unix)]
+    actix_web::rt::spawn(async move {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                if terminate.recv().await.is_some() {
+                    shutdown("SIGTERM").await;
+                }
+            }
+            Err(error) => log::error!("cannot watch SIGTERM: {error}"),
+        }
+    });
+}
+
+impl RunningServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Stops the server: every socket closed with 1001, then the thread joined.
+    pub fn stop(mut self) {
+        self.services.sessions.close_all("server shutting down");
+        let handle = self.handle.clone();
+        let stopper = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(handle.stop(true));
+        });
+        let _ = stopper.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Presence: who is on each topic, in the format the phoenix.js `Presence` class reads.
+//!
+//! Owns, per topic, the map key → metas (one meta per tracked channel instance, each with
+//! a fresh `phx_ref`), the `presence_state` pushed to a joiner and the `presence_diff`
+//! broadcast to members. Diffs are coalesced: changes within one window go out as one
+//! diff, so a join storm costs a diff per window, not one per join. Must not decide who a
+//! client is: channels pass the key (PROTOCOL.md §9).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix::Recipient;
+use serde_json::{json, Map, Value};
+
+use crate::channel::InstanceId;
+use crate::message::Payload;
+use crate::pubsub::PubSub;
+use crate::session::SessionMsg;
+
+/// How long changes on a topic gather before one `presence_diff` carries them all.
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(25);
+
+/// Presence for every topic of an application. Cheap to clone.
+#[derive(Clone)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pubsub: PubSub,
+    window: Duration,
+    topics: Mutex<HashMap<Arc<str>, TopicPresence>>,
+}
+
+#[derive(Default)]
+struct TopicPresence {
+    /// key → metas in tracking order (oldest first).
+    state: BTreeMap<String, Vec<TrackedMeta>>,
+    /// Changes not yet broadcast; `Some` while a flush is scheduled.
+    pending: Option<Diff>,
+}
+
+struct TrackedMeta {
+    instance: InstanceId,
+    meta: Value,
+}
+
+#[derive(Default)]
+struct Diff {
+    joins: BTreeMap<String, Vec<Value>>,
+    leaves: BTreeMap<String, Vec<Value>>,
+}
+
+impl Diff {
+    fn to_payload(&self) -> Payload {
+        Payload::Json(json!({
+            "joins": metas_by_key(&self.joins),
+            "leaves": metas_by_key(&self.leaves),
+        }))
+    }
+}
+
+fn metas_by_key(map: &BTreeMap<String, Vec<Value>>) -> Value {
+    map.iter()
+        .map(|(key, metas)| (key.clone(), json!({ "metas": metas })))
+        .collect::<Map<_, _>>()
+        .into()
+}
+
+/// A fresh `phx_ref`: unique per track and per process run.
+fn fresh_phx_ref() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static RUN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| uuid::Uuid::new_v4().as_fields().0);
+    format!("F{run:08x}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Presence {
+    pub fn new(pubsub: &PubSub) -> Self {
+        Self::with_window(pubsub, DEFAULT_WINDOW)
+    }
+
+    pub fn with_window(pubsub: &PubSub, window: Duration) -> Self {
+        Presence {
+            inner: Arc::new(Inner {
+                pubsub: pubsub.clone(),
+                window,
+                topics: Mutex::default(),
+            }),
+        }
+    }
+
+    fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, TopicPresence>> {
+        self.inner
+            .topics
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current state of `topic`, as `presence_state` would carry it.
+    pub fn list(&self, topic: &str) -> Value {
+        self.topics()
+            .get(topic)
+            .map_or_else(|| json!({}), |t| t.state_json())
+    }
+
+    /// Adds a meta for `instance`; returns the state to push to it and whether a flush
+    /// must be scheduled.
+    fn track(
+        &self,
+        topic: &Arc<str>,
+        instance: InstanceId,
+        key: &str,
+        mut meta: Map<String, Value>,
+    ) -> (Value, bool) {
+        meta.insert("phx_ref".into(), Value::String(fresh_phx_ref()));
+        let meta = Value::Object(meta);
+        let mut topics = self.topics();
+        let presence = topics.entry(topic.clone()).or_default();
+        presence
+            .state
+            .entry(key.to_owned())
+            .or_default()
+            .push(TrackedMeta {
+                instance,
+                meta: meta.clone(),
+            });
+        let schedule = presence.pending.is_none();
+        let pending = presence.pending.get_or_insert_with(Diff::default);
+        pending.joins.entry(key.to_owned()).or_default().push(meta);
+        (presence.state_json(), schedule)
+    }
+
+    /// Removes the meta of `instance` under `key`.
+    fn untrack(&self, topic: &str, instance: InstanceId, key: &str) {
+        let schedule = {
+            let mut topics = self.topics();
+            let Some(presence) = topics.get_mut(topic) else {
+                return;
+            };
+            let Some(metas) = presence.state.get_mut(key) else {
+                return;
+            };
+            let Some(index) = metas.iter().position(|m| m.instance == instance) else {
+                return;
+            };
+            let left = metas.remove(index);
+            if metas.is_empty() {
+                presence.state.remove(key);
+            }
+            let schedule = presence.pending.is_none();
+            let pending = presence.pending.get_or_insert_with(Diff::default);
+            pending
+                .leaves
+                .entry(key.to_owned())
+                .or_default()
+                .push(left.meta);
+            schedule
+        };
+        if schedule {
+            self.schedule_flush(topic.into());
+        }
+    }
+
+    fn schedule_flush(&self, topic: Arc<str>) {
+        let presence = self.clone();
+        actix::spawn(async move {
+            actix::clock::sleep(presence.inner.window).await;
+            presence.flush(&topic);
+        });
+    }
+
+    /// Broadcasts the changes gathered on `topic` as one `presence_diff`. A join and a
+    /// leave of the same meta may share it: phoenix.js applies joins first, so the meta
+    /// ends up gone, as it should (its `phx_ref` is never tracked again).
+    fn flush(&self, topic: &str) {
+        let diff = {
+            let mut topics = self.topics();
+            let Some(presence) = topics.get_mut(topic) else {
+                return;
+            };
+            let diff = presence.pending.take();
+            if presence.state.is_empty() {
+                topics.remove(topic);
+            }
+            diff
+        };
+        if let Some(diff) = diff {
+            self.inner
+                .pubsub
+                .broadcast(topic, "presence_diff", diff.to_payload());
+        }
+    }
+}
+
+impl TopicPresence {
+    fn state_json(&self) -> Value {
+        self.state
+            .iter()
+            .map(|(key, metas)| {
+                let metas: Vec<&Value> = metas.iter().map(|m| &m.meta).collect();
+                (key.clone(), json!({ "metas": metas }))
+            })
+            .collect::<Map<_, _>>()
+            .into()
+    }
+}
+
+/// One channel instance's presence on its topic; see `ChannelContext::track`.
+pub(crate) struct Tracked {
+    presence: Presence,
+    key: String,
+    meta: Option<Map<String, Value>>,
+    started: Option<(Arc<str>, InstanceId)>,
+}
+
+impl Tracked {
+    pub(crate) fn new(presence: &Presence, key: &str, meta: Map<String, Value>) -> Self {
+        Tracked {
+            presence: presence.clone(),
+            key: key.to_owned(),
+            meta: Some(meta),
+            started: None,
+        }
+    }
+
+    /// Tracks the meta and pushes `presence_state` to the instance's client.
+    pub(crate) fn start(
+        &mut self,
+        topic: &Arc<str>,
+        instance: InstanceId,
+        session: &Recipient<SessionMsg>,
+    ) {
+        let Some(meta) = self.meta.take() else {
+            return;
+        };
+        let (state, schedule) = self.presence.track(topic, instance, &self.key, meta);
+        self.started = Some((topic.clone(), instance));
+        session.do_send(SessionMsg::Push {
+            instance,
+            topic: topic.clone(),
+            event: "presence_state".to_owned(),
+            payload: Payload::Json(state),
+        });
+        if schedule {
+            self.presence.schedule_flush(topic.clone());
+        }
+    }
+
+    /// Untracks the meta (a `presence_diff` leave follows).
+    pub(crate) fn stop(self) {
+        if let Some((topic, instance)) = &self.started {
+            self.presence.untrack(topic, *instance, &self.key);
+        }
+    }
+}

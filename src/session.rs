@@ -1,0 +1,531 @@
+//! The session: one per connection, whatever its transport.
+//!
+//! Owns the connection's protocol state: the topic → channel table with join refs,
+//! heartbeats, routing of client messages to channel instances, the order in which
+//! replies, pushes and broadcasts reach the client, and the serializer. Must not hold
+//! application state (channels do) or touch the transport beyond its [`Outbox`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use actix::Recipient;
+use serde_json::json;
+
+use crate::channel::{ChannelMsg, ChannelStart, InstanceId, Reason, INBOUND_LIMIT};
+use crate::endpoint::Shared;
+use crate::message::{event, Message, Payload, Push, Ref, Reply, Status, PHOENIX_TOPIC};
+use crate::pubsub::BroadcastFrame;
+use crate::registry::Registration;
+use crate::serializer::{EncodeError, Frame, Serializer};
+use crate::socket::Assigns;
+use crate::transport::{close_code, Outbox};
+
+/// What channels, pubsub and the endpoint tell a session.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub enum SessionMsg {
+    /// A join's outcome: the reply, and for a refusal the end of the instance.
+    Joined {
+        instance: InstanceId,
+        topic: Arc<str>,
+        outcome: Result<Payload, Payload>,
+    },
+    Reply {
+        instance: InstanceId,
+        topic: Arc<str>,
+        msg_ref: Option<Ref>,
+        status: Status,
+        response: Payload,
+    },
+    Push {
+        instance: InstanceId,
+        topic: Arc<str>,
+        event: String,
+        payload: Payload,
+    },
+    /// The instance ended by itself (leave, stop, crash): `phx_close` or `phx_error`.
+    Ended {
+        instance: InstanceId,
+        topic: Arc<str>,
+        crashed: bool,
+    },
+    /// A broadcast on a topic the instance subscribes to.
+    Deliver {
+        instance: InstanceId,
+        frame: Arc<BroadcastFrame>,
+    },
+    /// Close the connection (server shutdown, or all sockets of a user disconnected).
+    Disconnect { code: u16, reason: &'static str },
+}
+
+/// One connection's protocol state.
+pub struct Session {
+    shared: Arc<Shared>,
+    serializer: Serializer,
+    assigns: Arc<Assigns>,
+    /// Where channels and pubsub reach this session; set once the transport runs.
+    mailbox: Option<Recipient<SessionMsg>>,
+    channels: HashMap<Arc<str>, Entry>,
+    peer: String,
+    socket_id: Option<Arc<str>>,
+    registration: Option<Registration>,
+}
+
+/// One joined (or joining, or leaving) topic.
+struct Entry {
+    instance: InstanceId,
+    join_ref: Option<Ref>,
+    mailbox: Recipient<ChannelMsg>,
+    intercepts: &'static [&'static str],
+    state: EntryState,
+}
+
+enum EntryState {
+    /// The join reply is not out yet: client messages wait in the backlog, pushes and
+    /// broadcasts in `held`, so that the reply is the first thing the client sees.
+    Joining(Box<Pending>),
+    Joined,
+    /// `phx_leave` was sent to the channel; client messages wait until it has ended.
+    Leaving(Box<Pending>),
+}
+
+#[derive(Default)]
+struct Pending {
+    join_msg_ref: Option<Ref>,
+    backlog: VecDeque<Message>,
+    held: Vec<Held>,
+}
+
+enum Held {
+    Push { event: String, payload: Payload },
+    Broadcast(Arc<BroadcastFrame>),
+}
+
+impl Session {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        serializer: Serializer,
+        assigns: Assigns,
+        peer: String,
+    ) -> Self {
+        let socket_id = shared.socket.id(&assigns).map(Arc::from);
+        Session {
+            shared,
+            serializer,
+            assigns: Arc::new(assigns),
+            mailbox: None,
+            channels: HashMap::new(),
+            peer,
+            socket_id,
+            registration: None,
+        }
+    }
+
+    pub fn serializer(&self) -> Serializer {
+        self.serializer
+    }
+
+    pub fn assigns(&self) -> &Assigns {
+        &self.assigns
+    }
+
+    /// The transport is up; `mailbox` is where this session's messages arrive.
+    pub fn opened(&mut self, mailbox: Recipient<SessionMsg>) {
+        let registration = self
+            .shared
+            .sessions
+            .register(self.socket_id.clone(), mailbox.clone());
+        self.registration = Some(registration);
+        self.mailbox = Some(mailbox);
+    }
+
+    /// A text frame (or long-poll text message) from the client.
+    pub fn handle_text(&mut self, text: &str, out: &mut dyn Outbox) {
+        match self.serializer.decode_text(text) {
+            Ok(message) => self.handle_message(message, out),
+            Err(error) => self.protocol_error(error.close_code(), &error, out),
+        }
+    }
+
+    /// A binary frame from the client.
+    pub fn handle_binary(&mut self, frame: bytes::Bytes, out: &mut dyn Outbox) {
+        match self.serializer.decode_binary(frame) {
+            Ok(message) => self.handle_message(message, out),
+            Err(error) => self.protocol_error(error.close_code(), &error, out),
+        }
+    }
+
+    fn protocol_error(&self, code: u16, error: &dyn std::fmt::Display, out: &mut dyn Outbox) {
+        log::warn!("{}: closing with {code}: {error}", self.peer);
+        out.close(code, "invalid message");
+    }
+
+    /// Routes one decoded client message (PROTOCOL.md §5.2).
+    fn handle_message(&mut self, message: Message, out: &mut dyn Outbox) {
+        if message.topic == PHOENIX_TOPIC && message.event == event::HEARTBEAT {
+            let reply = Reply {
+                join_ref: None,
+                msg_ref: message.msg_ref.as_ref(),
+                topic: PHOENIX_TOPIC,
+                status: Status::Ok,
+                response: &Payload::empty(),
+            };
+            return write(&self.peer, self.serializer.encode_reply(&reply), out);
+        }
+        let Some(entry) = self.channels.get_mut(message.topic.as_str()) else {
+            return self.handle_unjoined(message, out);
+        };
+        match &mut entry.state {
+            EntryState::Joining(pending) | EntryState::Leaving(pending) => {
+                if pending.backlog.len() >= INBOUND_LIMIT {
+                    return self.overloaded(out);
+                }
+                pending.backlog.push_back(message);
+            }
+            EntryState::Joined => {
+                if message.event == event::JOIN {
+                    self.replace_duplicate(&message.topic, out);
+                    return self.join(message, out);
+                }
+                if message
+                    .join_ref
+                    .as_ref()
+                    .is_some_and(|r| Some(r) != entry.join_ref.as_ref())
+                {
+                    log::debug!(
+                        "{}: dropping {} on {} with stale join_ref {:?}",
+                        self.peer,
+                        message.event,
+                        message.topic,
+                        message.join_ref
+                    );
+                    return;
+                }
+                let to_channel = if message.event == event::LEAVE {
+                    entry.state = EntryState::Leaving(Box::default());
+                    ChannelMsg::Leave {
+                        msg_ref: message.msg_ref,
+                    }
+                } else {
+                    ChannelMsg::In {
+                        event: message.event,
+                        msg_ref: message.msg_ref,
+                        payload: message.payload,
+                    }
+                };
+                if entry.mailbox.try_send(to_channel).is_err() {
+                    self.overloaded(out);
+                }
+            }
+        }
+    }
+
+    fn handle_unjoined(&mut self, message: Message, out: &mut dyn Outbox) {
+        match message.event.as_str() {
+            event::JOIN => self.join(message, out),
+            // Leaving what is not joined succeeds quietly, as in Phoenix.
+            event::LEAVE => self.reply(
+                message.join_ref.as_ref(),
+                &message,
+                Status::Ok,
+                Payload::empty(),
+                out,
+            ),
+            _ => self.reply_unmatched(&message, out),
+        }
+    }
+
+    fn reply_unmatched(&self, message: &Message, out: &mut dyn Outbox) {
+        log::warn!(
+            "{}: {} on unmatched topic {:?}",
+            self.peer,
+            message.event,
+            message.topic
+        );
+        let reason = Payload::Json(json!({"reason": "unmatched topic"}));
+        self.reply(None, message, Status::Error, reason, out);
+    }
+
+    fn reply(
+        &self,
+        join_ref: Option<&Ref>,
+        message: &Message,
+        status: Status,
+        response: Payload,
+        out: &mut dyn Outbox,
+    ) {
+        let reply = Reply {
+            join_ref,
+            msg_ref: message.msg_ref.as_ref(),
+            topic: &message.topic,
+            status,
+            response: &response,
+        };
+        write(&self.peer, self.serializer.encode_reply(&reply), out);
+    }
+
+    /// Starts a channel instance for a `phx_join` (PROTOCOL.md §5.1).
+    fn join(&mut self, message: Message, out: &mut dyn Outbox) {
+        let Some(factory) = self.shared.router.route(&message.topic) else {
+            return self.reply_unmatched(&message, out);
+        };
+        let join_ref = message.join_ref.clone().or_else(|| message.msg_ref.clone());
+        let refuse = |session: &Self, reason: &str, out: &mut dyn Outbox| {
+            let reason = Payload::Json(json!({ "reason": reason }));
+            session.reply(join_ref.as_ref(), &message, Status::Error, reason, out);
+        };
+        if self.channels.len() >= self.shared.config.max_channels {
+            return refuse(self, "too many channels joined", out);
+        }
+        let Payload::Json(serde_json::Value::Object(params)) = &message.payload else {
+            return refuse(self, "invalid payload", out);
+        };
+        let Some(mailbox) = self.mailbox.clone() else {
+            return;
+        };
+        let topic: Arc<str> = message.topic.as_str().into();
+        let instance = InstanceId::next();
+        let start = ChannelStart {
+            topic: topic.clone(),
+            join_ref: join_ref.clone(),
+            instance,
+            assigns: self.assigns.clone(),
+            session: mailbox,
+            pubsub: self.shared.pubsub.clone(),
+            params: params.clone(),
+        };
+        let Some(started) = factory.start(start) else {
+            return refuse(self, "join crashed", out);
+        };
+        let pending = Pending {
+            join_msg_ref: message.msg_ref,
+            ..Pending::default()
+        };
+        self.channels.insert(
+            topic,
+            Entry {
+                instance,
+                join_ref,
+                mailbox: started.mailbox,
+                intercepts: started.intercepts,
+                state: EntryState::Joining(Box::new(pending)),
+            },
+        );
+    }
+
+    /// A second join of a joined topic ends the old instance first (PROTOCOL.md §5.7).
+    fn replace_duplicate(&mut self, topic: &str, out: &mut dyn Outbox) {
+        if let Some(old) = self.channels.remove(topic) {
+            old.mailbox
+                .do_send(ChannelMsg::Close(Reason::DuplicateJoin));
+            self.write_close(topic, old.join_ref.as_ref(), false, out);
+        }
+    }
+
+    fn overloaded(&self, out: &mut dyn Outbox) {
+        log::warn!(
+            "{}: closing with 1008: more than {INBOUND_LIMIT} messages waiting for one channel",
+            self.peer
+        );
+        out.close(close_code::POLICY, "too many messages in flight");
+    }
+
+    /// A message from a channel, pubsub or the endpoint.
+    pub fn handle_msg(&mut self, msg: SessionMsg, out: &mut dyn Outbox) {
+        match msg {
+            SessionMsg::Joined {
+                instance,
+                topic,
+                outcome,
+            } => self.joined(instance, &topic, outcome, out),
+            SessionMsg::Reply {
+                instance,
+                topic,
+                msg_ref,
+                status,
+                response,
+            } => {
+                if let Some(entry) = self.live_entry(instance, &topic) {
+                    let reply = Reply {
+                        join_ref: entry.join_ref.as_ref(),
+                        msg_ref: msg_ref.as_ref(),
+                        topic: &topic,
+                        status,
+                        response: &response,
+                    };
+                    write(&self.peer, self.serializer.encode_reply(&reply), out);
+                }
+            }
+            SessionMsg::Push {
+                instance,
+                topic,
+                event,
+                payload,
+            } => self.push(instance, &topic, event, payload, out),
+            SessionMsg::Deliver { instance, frame } => self.deliver(instance, frame, out),
+            SessionMsg::Ended {
+                instance,
+                topic,
+                crashed,
+            } => {
+                if self.live_entry(instance, &topic).is_some() {
+                    let entry = self.channels.remove(&*topic).expect("entry just found");
+                    self.write_close(&topic, entry.join_ref.as_ref(), crashed, out);
+                    if let EntryState::Leaving(pending) | EntryState::Joining(pending) = entry.state
+                    {
+                        self.replay(pending.backlog, out);
+                    }
+                }
+            }
+            SessionMsg::Disconnect { code, reason } => out.close(code, reason),
+        }
+    }
+
+    /// The entry of `topic` if it still belongs to `instance`.
+    fn live_entry(&self, instance: InstanceId, topic: &str) -> Option<&Entry> {
+        self.channels
+            .get(topic)
+            .filter(|entry| entry.instance == instance)
+    }
+
+    fn joined(
+        &mut self,
+        instance: InstanceId,
+        topic: &str,
+        outcome: Result<Payload, Payload>,
+        out: &mut dyn Outbox,
+    ) {
+        let Some(entry) = self.channels.get_mut(topic) else {
+            return;
+        };
+        if entry.instance != instance {
+            return;
+        }
+        let EntryState::Joining(pending) = std::mem::replace(&mut entry.state, EntryState::Joined)
+        else {
+            return;
+        };
+        let (status, response) = match &outcome {
+            Ok(response) => (Status::Ok, response),
+            Err(reason) => (Status::Error, reason),
+        };
+        let reply = Reply {
+            join_ref: entry.join_ref.as_ref(),
+            msg_ref: pending.join_msg_ref.as_ref(),
+            topic,
+            status,
+            response,
+        };
+        write(&self.peer, self.serializer.encode_reply(&reply), out);
+        if outcome.is_err() {
+            self.channels.remove(topic);
+        } else {
+            for held in pending.held {
+                match held {
+                    Held::Push { event, payload } => {
+                        self.push(instance, topic, event, payload, out)
+                    }
+                    Held::Broadcast(frame) => self.deliver(instance, frame, out),
+                }
+            }
+        }
+        self.replay(pending.backlog, out);
+    }
+
+    /// Handles client messages that waited for a join or a leave, in arrival order.
+    fn replay(&mut self, backlog: VecDeque<Message>, out: &mut dyn Outbox) {
+        for message in backlog {
+            self.handle_message(message, out);
+        }
+    }
+
+    fn push(
+        &mut self,
+        instance: InstanceId,
+        topic: &str,
+        event: String,
+        payload: Payload,
+        out: &mut dyn Outbox,
+    ) {
+        let Some(entry) = self.channels.get_mut(topic) else {
+            return;
+        };
+        if entry.instance != instance {
+            return;
+        }
+        if let EntryState::Joining(pending) = &mut entry.state {
+            pending.held.push(Held::Push { event, payload });
+            return;
+        }
+        let push = Push {
+            join_ref: entry.join_ref.as_ref(),
+            msg_ref: None,
+            topic,
+            event: &event,
+            payload: &payload,
+        };
+        write(&self.peer, self.serializer.encode_push(&push), out);
+    }
+
+    /// A broadcast: the shared pre-encoded frame, unless this channel intercepts it.
+    fn deliver(&mut self, instance: InstanceId, frame: Arc<BroadcastFrame>, out: &mut dyn Outbox) {
+        let Some(entry) = self.channels.get_mut(frame.topic()) else {
+            return;
+        };
+        if entry.instance != instance {
+            return;
+        }
+        match &mut entry.state {
+            EntryState::Joining(pending) => pending.held.push(Held::Broadcast(frame)),
+            _ if entry.intercepts.contains(&frame.event()) => {
+                entry.mailbox.do_send(ChannelMsg::Out(frame));
+            }
+            _ => {
+                if let Some(encoded) = frame.frame(self.serializer) {
+                    out.send(encoded.clone());
+                }
+            }
+        }
+    }
+
+    fn write_close(
+        &self,
+        topic: &str,
+        join_ref: Option<&Ref>,
+        crashed: bool,
+        out: &mut dyn Outbox,
+    ) {
+        let (event, payload) = if crashed {
+            (
+                event::ERROR,
+                Payload::Json(json!({"reason": "channel_crash"})),
+            )
+        } else {
+            (event::CLOSE, Payload::empty())
+        };
+        let push = Push {
+            join_ref,
+            msg_ref: join_ref,
+            topic,
+            event,
+            payload: &payload,
+        };
+        write(&self.peer, self.serializer.encode_push(&push), out);
+    }
+
+    /// The connection is gone: every channel ends with reason "closed" (PROTOCOL.md §5.8).
+    pub fn closed(&mut self) {
+        self.registration = None;
+        for (_, entry) in self.channels.drain() {
+            entry.mailbox.do_send(ChannelMsg::Close(Reason::Closed));
+        }
+    }
+}
+
+/// Sends an encoded frame, or logs why it could not be encoded.
+fn write(peer: &str, frame: Result<Frame, EncodeError>, out: &mut dyn Outbox) {
+    match frame {
+        Ok(frame) => out.send(frame),
+        Err(error) => log::warn!("{peer}: message not sent: {error}"),
+    }
+}

@@ -1,0 +1,130 @@
+//! Transports: how bytes reach a [`Connection`] and how its frames go back out.
+//!
+//! Owns admission (origin, `vsn`, the socket's `connect`) shared by every transport, and
+//! the two seams a transport implements: [`Outbox`] (send a frame, close) and
+//! [`Connection`] (what receives frames). Must not parse Phoenix messages: the session
+//! does that.
+
+pub mod origin;
+pub mod websocket;
+
+use std::sync::Arc;
+
+use actix::Recipient;
+use actix_web::http::header;
+use actix_web::HttpRequest;
+
+use crate::endpoint::Shared;
+use crate::serializer::{Frame, Serializer};
+use crate::session::Session;
+use crate::socket::{ConnectInfo, Params};
+
+/// WebSocket close codes fluxwire sends (PROTOCOL.md §4.3).
+pub mod close_code {
+    /// Idle timeout, server shutdown, "disconnect this user".
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A binary frame on a V1 connection.
+    pub const UNSUPPORTED: u16 = 1003;
+    /// Invalid UTF-8 or an undecodable message.
+    pub const INVALID_DATA: u16 = 1007;
+    /// Outbound queue full, or too many inbound messages waiting.
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL_ERROR: u16 = 1011;
+}
+
+/// Where a connection writes. Writes after a close are dropped silently.
+pub trait Outbox {
+    fn send(&mut self, frame: Frame);
+    fn close(&mut self, code: u16, reason: &str);
+}
+
+/// What sits behind a transport: the Phoenix session, or the test echo.
+pub trait Connection: Sized + Unpin + 'static {
+    type Msg: actix::Message<Result = ()> + Send + 'static;
+
+    /// The transport runs; `mailbox` reaches this connection.
+    fn opened(&mut self, mailbox: Recipient<Self::Msg>);
+    fn text(&mut self, text: &str, out: &mut dyn Outbox);
+    fn binary(&mut self, bytes: bytes::Bytes, out: &mut dyn Outbox);
+    fn message(&mut self, msg: Self::Msg, out: &mut dyn Outbox);
+    /// The transport has ended; nothing more can be sent.
+    fn closed(&mut self);
+}
+
+impl Connection for Session {
+    type Msg = crate::session::SessionMsg;
+
+    fn opened(&mut self, mailbox: Recipient<Self::Msg>) {
+        Session::opened(self, mailbox);
+    }
+
+    fn text(&mut self, text: &str, out: &mut dyn Outbox) {
+        self.handle_text(text, out);
+    }
+
+    fn binary(&mut self, bytes: bytes::Bytes, out: &mut dyn Outbox) {
+        self.handle_binary(bytes, out);
+    }
+
+    fn message(&mut self, msg: Self::Msg, out: &mut dyn Outbox) {
+        self.handle_msg(msg, out);
+    }
+
+    fn closed(&mut self) {
+        Session::closed(self);
+    }
+}
+
+/// Why a connection attempt was refused; every variant is a 403 (PROTOCOL.md §1.3).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("origin {0:?} not allowed")]
+    Origin(String),
+    #[error(transparent)]
+    Vsn(#[from] crate::serializer::UnsupportedVsn),
+    #[error("connect refused: {0}")]
+    Connect(#[from] crate::socket::Refused),
+}
+
+/// Runs the admission steps shared by all transports: origin, serializer, `connect`.
+/// On success, a new session for the connection.
+pub(crate) fn admit(
+    shared: &Arc<Shared>,
+    req: &HttpRequest,
+    transport: &'static str,
+) -> Result<Session, Refusal> {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let secure = req.connection_info().scheme() == "https";
+    if !shared
+        .config
+        .check_origin
+        .allows(origin.as_deref(), host, secure)
+    {
+        return Err(Refusal::Origin(origin.unwrap_or_default()));
+    }
+    let params = Params::from_query(req.query_string());
+    let vsn = if params.has_nested("vsn") {
+        Some("(not a string)")
+    } else {
+        params.get("vsn")
+    };
+    let serializer = Serializer::from_vsn(vsn)?;
+    let info = ConnectInfo {
+        peer: req.peer_addr(),
+        transport,
+    };
+    let assigns = shared.socket.connect(&params, &info)?;
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "unknown peer".to_owned(), |addr| addr.to_string());
+    Ok(Session::new(shared.clone(), serializer, assigns, peer))
+}
