@@ -1,0 +1,762 @@
+//! The Phoenix wire protocol through a real WebSocket client: admission, serializers,
+//! the channel lifecycle, limits and bad input (PROTOCOL.md §1–§6, §10).
+
+mod support;
+
+use std::time::Duration;
+
+use fluxwire::Config;
+use serde_json::json;
+use support::{head, reply, start, start_with, Client};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+async fn handshake_status(url: String, headers: &[(&'static str, &str)]) -> StatusCode {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status(),
+        Err(WsError::Http(response)) => response.status(),
+        Err(other) => panic!("unexpected handshake error: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn refuses_before_upgrade_with_403() {
+    let server = start();
+    let base = format!("ws://{}/socket/websocket", server.addr());
+    let cases = [
+        format!("{base}?vsn=2.0.0"),
+        format!("{base}?user=&vsn=2.0.0"),
+        format!("{base}?user=a&vsn=3.0.0"),
+        format!("{base}?user=a&vsn=2.1.0"),
+        format!("{base}?user=a&vsn%5B%5D=2.0.0"),
+    ];
+    for url in cases {
+        assert_eq!(
+            handshake_status(url.clone(), &[]).await,
+            StatusCode::FORBIDDEN,
+            "{url}"
+        );
+    }
+    let ok = format!("{base}?user=a&&vsn=2.0.0&");
+    assert_eq!(
+        handshake_status(ok, &[]).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    let status_mount = format!("ws://{}/status/websocket?user=a", server.addr());
+    assert_eq!(
+        handshake_status(status_mount, &[]).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn origin_check_defaults_to_the_request_host() {
+    let server = start();
+    let addr = server.addr();
+    let url = format!("ws://{addr}/socket/websocket?user=a&vsn=2.0.0");
+    let same = format!("http://{addr}");
+    assert_eq!(
+        handshake_status(url.clone(), &[("origin", &same)]).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    assert_eq!(
+        handshake_status(url.clone(), &[("origin", "http://evil.example")]).await,
+        StatusCode::FORBIDDEN
+    );
+    server.stop();
+
+    let mut config = Config::ephemeral();
+    config.check_origin =
+        fluxwire::transport::origin::OriginPolicy::parse("https://*.example.com").unwrap();
+    let server = start_with(config);
+    let url = format!("ws://{}/socket/websocket?user=a&vsn=2.0.0", server.addr());
+    assert_eq!(
+        handshake_status(url.clone(), &[("origin", "https://app.example.com")]).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    assert_eq!(
+        handshake_status(url, &[("origin", "https://example.org")]).await,
+        StatusCode::FORBIDDEN
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn selects_the_phoenix_subprotocol_when_an_auth_token_is_offered() {
+    let server = start();
+    let url = format!("ws://{}/socket/websocket?user=a&vsn=2.0.0", server.addr());
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "phoenix, base64url.bearer.phx.dG9rZW4".parse().unwrap(),
+    );
+    let (_, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "phoenix");
+    server.stop();
+}
+
+#[tokio::test]
+async fn the_appendix_session_in_v2() {
+    let server = start();
+    let mut c = Client::v2(&server, "alice").await;
+    let r = c.join("echo:lobby", "3", json!({})).await;
+    assert_eq!(
+        r,
+        reply(
+            json!("3"),
+            json!("3"),
+            "echo:lobby",
+            "ok",
+            json!({"topic": "echo:lobby", "user": "alice"})
+        )
+    );
+
+    c.send(
+        json!("3"),
+        json!("4"),
+        "echo:lobby",
+        "shout",
+        json!({"body": "hi"}),
+    )
+    .await;
+    let mut got = [c.recv_json().await, c.recv_json().await];
+    got.sort_by_key(|m| m[3].as_str().unwrap().to_owned());
+    assert_eq!(
+        got[0],
+        reply(json!("3"), json!("4"), "echo:lobby", "ok", json!({}))
+    );
+    assert_eq!(
+        got[1],
+        json!([null, null, "echo:lobby", "shout", {"body": "hi"}])
+    );
+
+    let r = c.join("room:nope!", "5", json!({})).await;
+    assert_eq!(
+        r,
+        reply(
+            json!(null),
+            json!("5"),
+            "room:nope!",
+            "error",
+            json!({"reason": "unmatched topic"})
+        )
+    );
+
+    c.send(json!(null), json!("6"), "phoenix", "heartbeat", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!(null), json!("6"), "phoenix", "ok", json!({}))
+    );
+
+    c.send(json!("3"), json!("7"), "echo:lobby", "phx_leave", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("3"), json!("7"), "echo:lobby", "ok", json!({}))
+    );
+    assert_eq!(
+        c.recv_json().await,
+        json!(["3", "3", "echo:lobby", "phx_close", {}])
+    );
+
+    c.send(
+        json!("3"),
+        json!("8"),
+        "echo:lobby",
+        "new_msg",
+        json!({"body": "late"}),
+    )
+    .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(
+            json!(null),
+            json!("8"),
+            "echo:lobby",
+            "error",
+            json!({"reason": "unmatched topic"})
+        )
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn v1_objects_without_join_ref_and_without_vsn() {
+    let server = start();
+    for query in ["user=v1", "user=v1&vsn=1.0.0"] {
+        let mut c = Client::connect(&server, query).await;
+        c.send_text(
+            r#"{"topic":"echo:v1","event":"phx_join","payload":{},"ref":"1","join_ref":"1"}"#,
+        )
+        .await;
+        assert_eq!(
+            c.recv_json().await,
+            json!({"topic":"echo:v1","event":"phx_reply","ref":"1","payload":{"status":"ok","response":{"topic":"echo:v1","user":"v1"}}})
+        );
+        c.send_text(r#"{"topic":"echo:v1","event":"shout","payload":{"a":1},"ref":"2"}"#)
+            .await;
+        let mut got = [c.recv_json().await, c.recv_json().await];
+        got.sort_by_key(|m| m["event"].as_str().unwrap().to_owned());
+        assert_eq!(
+            got[0],
+            json!({"topic":"echo:v1","event":"phx_reply","ref":"2","payload":{"status":"ok","response":{}}})
+        );
+        assert_eq!(
+            got[1],
+            json!({"topic":"echo:v1","event":"shout","ref":null,"payload":{"a":1}})
+        );
+        c.send_text(r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":7}"#)
+            .await;
+        assert_eq!(
+            c.recv_json().await,
+            json!({"topic":"phoenix","event":"phx_reply","ref":7,"payload":{"status":"ok","response":{}}})
+        );
+        c.send_binary(vec![0, 0, 0, 1, 1, b'x', b'y']).await;
+        assert_eq!(c.expect_close().await, 1003);
+    }
+    server.stop();
+}
+
+#[tokio::test]
+async fn heartbeat_refs_come_back_exactly() {
+    let server = start();
+    let mut c = Client::v2(&server, "hb").await;
+    for (msg_ref, join_ref) in [
+        (json!("12"), json!(null)),
+        (json!(5), json!("9")),
+        (json!(null), json!(null)),
+    ] {
+        c.send(
+            join_ref,
+            msg_ref.clone(),
+            "phoenix",
+            "heartbeat",
+            json!({"x": 1}),
+        )
+        .await;
+        assert_eq!(
+            c.recv_json().await,
+            reply(json!(null), msg_ref, "phoenix", "ok", json!({}))
+        );
+    }
+    c.send(json!("1"), json!("1"), "phoenix", "phx_join", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(
+            json!(null),
+            json!("1"),
+            "phoenix",
+            "error",
+            json!({"reason": "unmatched topic"})
+        )
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn join_refusals() {
+    let mut config = Config::ephemeral();
+    config.max_channels = 2;
+    let server = start_with(config);
+    let mut c = Client::v2(&server, "bob").await;
+    let r = c.join("echo:r", "1", json!({"refuse": true})).await;
+    assert_eq!(
+        r,
+        reply(
+            json!("1"),
+            json!("1"),
+            "echo:r",
+            "error",
+            json!({"reason": "refused"})
+        )
+    );
+    let r = c.join("echo:r", "2", json!({"crash": true})).await;
+    assert_eq!(
+        r,
+        reply(
+            json!("2"),
+            json!("2"),
+            "echo:r",
+            "error",
+            json!({"reason": "join crashed"})
+        )
+    );
+    let r = c.join("echo:r", "3", json!([1, 2])).await;
+    assert_eq!(
+        r,
+        reply(
+            json!("3"),
+            json!("3"),
+            "echo:r",
+            "error",
+            json!({"reason": "invalid payload"})
+        )
+    );
+    let long_topic = format!("echo:{}", "x".repeat(300));
+    let r = c.join(&long_topic, "4", json!({})).await;
+    assert_eq!(r[4]["response"], json!({"reason": "unmatched topic"}));
+    assert_eq!(c.join("echo:a", "5", json!({})).await[4]["status"], "ok");
+    assert_eq!(c.join("echo:b", "6", json!({})).await[4]["status"], "ok");
+    let r = c.join("echo:c", "7", json!({})).await;
+    assert_eq!(
+        r,
+        reply(
+            json!("7"),
+            json!("7"),
+            "echo:c",
+            "error",
+            json!({"reason": "too many channels joined"})
+        )
+    );
+    // A refused join leaves nothing behind: a message on it is unmatched.
+    c.send(json!("1"), json!("8"), "echo:r", "echo", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await[4]["response"]["reason"],
+        "unmatched topic"
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn duplicate_join_closes_the_old_instance() {
+    let server = start();
+    let mut c = Client::v2(&server, "dup").await;
+    assert_eq!(c.join("echo:d", "3", json!({})).await[4]["status"], "ok");
+    c.send(json!("9"), json!("9"), "echo:d", "phx_join", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        json!(["3", "3", "echo:d", "phx_close", {}])
+    );
+    assert_eq!(
+        head(&c.recv_json().await, 4),
+        json!(["9", "9", "echo:d", "phx_reply"])
+    );
+    // The new instance answers with the new join ref.
+    c.send(json!("9"), json!("10"), "echo:d", "echo", json!({"v": 1}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("9"), json!("10"), "echo:d", "ok", json!({"v": 1}))
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn stale_join_refs_are_dropped_and_null_is_accepted() {
+    let server = start();
+    let mut c = Client::v2(&server, "stale").await;
+    c.join("echo:s", "3", json!({})).await;
+    c.send(json!("2"), json!("4"), "echo:s", "echo", json!({}))
+        .await;
+    c.send(json!("2"), json!("5"), "echo:s", "phx_leave", json!({}))
+        .await;
+    c.send(json!(null), json!("6"), "echo:s", "echo", json!({"n": 6}))
+        .await;
+    // Only the null-join_ref message is answered, with the instance's join ref.
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("3"), json!("6"), "echo:s", "ok", json!({"n": 6}))
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn leave_of_an_unjoined_topic_succeeds_quietly() {
+    let server = start();
+    let mut c = Client::v2(&server, "lv").await;
+    c.send(json!("4"), json!("5"), "echo:none", "phx_leave", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("4"), json!("5"), "echo:none", "ok", json!({}))
+    );
+    c.expect_silence(Duration::from_millis(200)).await;
+    server.stop();
+}
+
+#[tokio::test]
+async fn leave_then_join_back_to_back() {
+    let server = start();
+    let mut c = Client::v2(&server, "lj").await;
+    c.join("echo:lj", "1", json!({})).await;
+    c.send(json!("1"), json!("2"), "echo:lj", "phx_leave", json!({}))
+        .await;
+    c.send(json!("3"), json!("3"), "echo:lj", "phx_join", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("2"), "echo:lj", "ok", json!({}))
+    );
+    assert_eq!(
+        c.recv_json().await,
+        json!(["1", "1", "echo:lj", "phx_close", {}])
+    );
+    assert_eq!(head(&c.recv_json().await, 2), json!(["3", "3"]));
+    c.send(json!("3"), json!("4"), "echo:lj", "echo", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("3"), json!("4"), "echo:lj", "ok", json!({}))
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn messages_wait_for_a_join_in_progress() {
+    let server = start();
+    let mut c = Client::v2(&server, "slow").await;
+    c.send(
+        json!("1"),
+        json!("1"),
+        "echo:slow",
+        "phx_join",
+        json!({"delay_ms": 200}),
+    )
+    .await;
+    c.send(json!("1"), json!("2"), "echo:slow", "push_me", json!({}))
+        .await;
+    c.send(json!("1"), json!("3"), "echo:slow", "echo", json!({"n": 3}))
+        .await;
+    assert_eq!(
+        head(&c.recv_json().await, 4),
+        json!(["1", "1", "echo:slow", "phx_reply"])
+    );
+    assert_eq!(
+        c.recv_json().await,
+        json!(["1", null, "echo:slow", "pushed", {"n": 1}])
+    );
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("2"), "echo:slow", "ok", json!({}))
+    );
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("3"), "echo:slow", "ok", json!({"n": 3}))
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn async_replies_keep_their_order() {
+    let server = start();
+    let mut c = Client::v2(&server, "later").await;
+    c.join("echo:later", "1", json!({})).await;
+    c.send(json!("1"), json!("2"), "echo:later", "later", json!({}))
+        .await;
+    c.send(json!("1"), json!("3"), "echo:later", "echo", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(
+            json!("1"),
+            json!("2"),
+            "echo:later",
+            "ok",
+            json!({"later": true})
+        )
+    );
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("3"), "echo:later", "ok", json!({}))
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_crash_ends_only_its_channel() {
+    let server = start();
+    let mut c = Client::v2(&server, "crash").await;
+    c.join("echo:a", "1", json!({})).await;
+    c.join("echo:b", "2", json!({})).await;
+    c.send(json!("1"), json!("3"), "echo:a", "crash", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        json!(["1", "1", "echo:a", "phx_error", {"reason": "channel_crash"}])
+    );
+    c.send(
+        json!("2"),
+        json!("4"),
+        "echo:b",
+        "echo",
+        json!({"alive": true}),
+    )
+    .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(
+            json!("2"),
+            json!("4"),
+            "echo:b",
+            "ok",
+            json!({"alive": true})
+        )
+    );
+    c.send(json!("1"), json!("5"), "echo:a", "echo", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await[4]["response"]["reason"],
+        "unmatched topic"
+    );
+    // phoenix.js rejoins after a crash; that works.
+    assert_eq!(c.join("echo:a", "6", json!({})).await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_channel_may_stop_itself() {
+    let server = start();
+    let mut c = Client::v2(&server, "stopper").await;
+    c.join("echo:st", "1", json!({})).await;
+    c.send(json!("1"), json!("2"), "echo:st", "stop", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("2"), "echo:st", "ok", json!({}))
+    );
+    assert_eq!(
+        c.recv_json().await,
+        json!(["1", "1", "echo:st", "phx_close", {}])
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn unknown_events_are_answered_and_the_channel_stays() {
+    let server = start();
+    let mut c = Client::v2(&server, "unk").await;
+    c.join("echo:u", "1", json!({})).await;
+    c.send(json!("1"), json!("2"), "echo:u", "nope", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(
+            json!("1"),
+            json!("2"),
+            "echo:u",
+            "error",
+            json!({"reason": "unknown event"})
+        )
+    );
+    c.send(json!("1"), json!("3"), "echo:u", "echo", json!({}))
+        .await;
+    assert_eq!(c.recv_json().await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn v2_binary_push_reply_and_broadcast() {
+    let server = start();
+    let mut a = Client::v2(&server, "a").await;
+    let mut b = Client::v2(&server, "b").await;
+    a.join("room:a", "3", json!({})).await;
+    let r = a.join("echo:bin", "3", json!({})).await;
+    assert_eq!(r[4]["status"], "ok");
+    b.join("echo:bin", "1", json!({})).await;
+    // Kind 0 push: join_ref "3", ref "5", topic "echo:bin", event "bin", payload 01 02 03.
+    let mut push = vec![0, 1, 1, 8, 3];
+    push.extend_from_slice(b"35echo:binbin");
+    push.extend_from_slice(&[1, 2, 3]);
+    a.send_binary(push).await;
+    let mut expected = vec![1, 1, 1, 8, 2];
+    expected.extend_from_slice(b"35echo:binok");
+    expected.extend_from_slice(&[1, 2, 3]);
+    assert_eq!(a.recv_binary().await.as_ref(), expected.as_slice());
+
+    let mut shout = vec![0, 1, 1, 8, 9];
+    shout.extend_from_slice(b"36echo:binbin_shout");
+    shout.extend_from_slice(&[9, 9]);
+    a.send_binary(shout).await;
+    let mut broadcast = vec![2, 8, 9];
+    broadcast.extend_from_slice(b"echo:binbin_shout");
+    broadcast.extend_from_slice(&[9, 9]);
+    assert_eq!(b.recv_binary().await.as_ref(), broadcast.as_slice());
+    server.stop();
+}
+
+#[tokio::test]
+async fn broadcasts_are_encoded_once_per_serializer() {
+    let server = start();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut c = Client::v2(&server, &format!("u{i}")).await;
+        c.join("echo:fan", "1", json!({})).await;
+        clients.push(c);
+    }
+    let mut v1 = Client::connect(&server, "user=old").await;
+    v1.send_text(r#"{"topic":"echo:fan","event":"phx_join","payload":{},"ref":"1"}"#)
+        .await;
+    v1.recv_json().await;
+    let before = server.services().pubsub.stats();
+    clients[0]
+        .send(json!("1"), json!("2"), "echo:fan", "shout", json!({"x": 1}))
+        .await;
+    for c in &mut clients[1..] {
+        assert_eq!(
+            c.recv_json().await,
+            json!([null, null, "echo:fan", "shout", {"x": 1}])
+        );
+    }
+    assert_eq!(v1.recv_json().await["event"], "shout");
+    let after = server.services().pubsub.stats();
+    assert_eq!(after.broadcasts - before.broadcasts, 1);
+    assert_eq!(after.deliveries - before.deliveries, 5);
+    assert_eq!(
+        after.encodes - before.encodes,
+        2,
+        "one V2 and one V1 encoding for five members"
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn broadcast_from_skips_the_sender_only() {
+    let server = start();
+    let mut a = Client::v2(&server, "a").await;
+    let mut b = Client::v2(&server, "b").await;
+    a.join("echo:bf", "1", json!({})).await;
+    b.join("echo:bf", "1", json!({})).await;
+    a.send(
+        json!("1"),
+        json!("2"),
+        "echo:bf",
+        "shout_others",
+        json!({"k": 1}),
+    )
+    .await;
+    assert_eq!(
+        b.recv_json().await,
+        json!([null, null, "echo:bf", "shout", {"k": 1}])
+    );
+    assert_eq!(
+        a.recv_json().await,
+        reply(json!("1"), json!("2"), "echo:bf", "ok", json!({}))
+    );
+    a.expect_silence(Duration::from_millis(200)).await;
+    server.stop();
+}
+
+#[tokio::test]
+async fn bad_frames_close_with_clear_codes_and_spare_others() {
+    let mut config = Config::ephemeral();
+    config.max_frame_size = 1024;
+    let server = start_with(config);
+    let mut bystander = Client::v2(&server, "ok").await;
+    bystander.join("echo:x", "1", json!({})).await;
+    let cases: Vec<(&str, Message, u16)> = vec![
+        ("invalid JSON", "{not json".into(), 1007),
+        ("not an array", r#"{"a":1}"#.into(), 1007),
+        ("short array", r#"[null,"1","t","e"]"#.into(), 1007),
+        ("topic not a string", r#"[null,"1",5,"e",{}]"#.into(), 1007),
+        ("ref an object", r#"[null,{},"t","e",{}]"#.into(), 1007),
+        ("bad binary kind", vec![7u8, 0, 0, 0, 0].into(), 1007),
+        (
+            "binary lengths beyond frame",
+            vec![0u8, 9, 9, 9, 9, 1].into(),
+            1007,
+        ),
+        ("too big", "x".repeat(2000).into(), 1009),
+    ];
+    for (what, message, code) in cases {
+        let mut c = Client::v2(&server, "bad").await;
+        futures_util::SinkExt::send(&mut c.ws, message)
+            .await
+            .unwrap();
+        assert_eq!(c.expect_close().await, code, "{what}");
+    }
+    bystander
+        .send(json!("1"), json!("2"), "echo:x", "echo", json!({}))
+        .await;
+    assert_eq!(bystander.recv_json().await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_with_1001() {
+    let mut config = Config::ephemeral();
+    config.idle_timeout_ms = 300;
+    let server = start_with(config);
+    let mut c = Client::v2(&server, "idle").await;
+    let started = std::time::Instant::now();
+    // Heartbeats keep it alive.
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.send(
+            json!(null),
+            json!(i.to_string()),
+            "phoenix",
+            "heartbeat",
+            json!({}),
+        )
+        .await;
+        c.recv_json().await;
+    }
+    assert_eq!(c.expect_close().await, 1001);
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    server.stop();
+}
+
+#[tokio::test]
+async fn all_sockets_of_a_user_can_be_disconnected() {
+    let server = start();
+    let mut a1 = Client::v2(&server, "alice").await;
+    let mut a2 = Client::v2(&server, "alice").await;
+    let mut b = Client::v2(&server, "bob").await;
+    for c in [&mut a1, &mut a2, &mut b] {
+        c.join("echo:who", "1", json!({})).await;
+    }
+    assert_eq!(server.services().sessions.len(), 3);
+    assert_eq!(server.services().sessions.disconnect("alice"), 2);
+    assert_eq!(a1.expect_close().await, 1001);
+    assert_eq!(a2.expect_close().await, 1001);
+    b.send(json!("1"), json!("2"), "echo:who", "echo", json!({}))
+        .await;
+    assert_eq!(b.recv_json().await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn connection_death_unsubscribes_its_channels() {
+    let server = start();
+    let mut a = Client::v2(&server, "a").await;
+    a.join("echo:gone", "1", json!({})).await;
+    let mut b = Client::v2(&server, "b").await;
+    b.join("echo:gone", "1", json!({})).await;
+    assert_eq!(server.services().pubsub.subscriber_count("echo:gone"), 2);
+    drop(b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.services().pubsub.subscriber_count("echo:gone") != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscription outlived its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.services().sessions.len(), 1);
+    a.send(json!("1"), json!("2"), "echo:gone", "phx_leave", json!({}))
+        .await;
+    a.recv_json().await;
+    a.recv_json().await;
+    assert_eq!(server.services().pubsub.subscriber_count("echo:gone"), 0);
+    server.stop();
+}
+
+#[tokio::test]
+async fn stopping_the_server_closes_sockets_with_1001() {
+    let server = start();
+    let mut c = Client::v2(&server, "bye").await;
+    c.join("echo:bye", "1", json!({})).await;
+    let stopper = std::thread::spawn(move || server.stop());
+    assert_eq!(c.expect_close().await, 1001);
+    stopper.join().unwrap();
+}

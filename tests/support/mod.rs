@@ -1,0 +1,234 @@
+//! Shared by the integration tests: a test application (an echo channel and its socket),
+//! a server started on an ephemeral port, and a small Phoenix V1/V2 WebSocket client.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fluxwire::{
+    Assigns, Channel, ChannelContext, Config, ConnectInfo, Endpoint, JoinParams, Params, Payload,
+    Refused, Reply, Router, RunningServer, Socket, SocketHandler,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Accepts any non-empty `user`; the socket id is the user name.
+pub struct TestSocket;
+
+impl Socket for TestSocket {
+    fn connect(&self, params: &Params, _info: &ConnectInfo) -> Result<Assigns, Refused> {
+        match params.get("user") {
+            Some(user) if !user.is_empty() => Ok(Assigns::new().with("user", user)),
+            _ => Err(Refused("missing user".into())),
+        }
+    }
+
+    fn id(&self, assigns: &Assigns) -> Option<String> {
+        assigns.get_str("user").map(str::to_owned)
+    }
+}
+
+/// `echo:*`: the channel the phoenix.js tests (tests/js) and the Rust tests use.
+pub struct EchoChannel;
+
+impl Channel for EchoChannel {
+    fn join(&mut self, params: &JoinParams, ctx: &mut ChannelContext<'_, Self>) -> Reply {
+        if params.get("refuse") == Some(&json!(true)) {
+            return Reply::reason("refused");
+        }
+        if params.get("crash") == Some(&json!(true)) {
+            panic!("join asked to crash");
+        }
+        let response = json!({"topic": ctx.topic(), "user": ctx.assigns().get_str("user")});
+        match params.get("delay_ms").and_then(Value::as_u64) {
+            Some(ms) => Reply::later(async move {
+                actix::clock::sleep(Duration::from_millis(ms)).await;
+                Reply::ok(response)
+            }),
+            None => Reply::ok(response),
+        }
+    }
+
+    fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<'_, Self>,
+    ) -> Reply {
+        match event {
+            "echo" => Reply::Ok(payload),
+            "shout" | "bin_shout" => {
+                ctx.broadcast(event, payload);
+                Reply::ok_empty()
+            }
+            "shout_others" => {
+                ctx.broadcast_from("shout", payload);
+                Reply::ok_empty()
+            }
+            "bin" => match payload {
+                Payload::Binary(bytes) => Reply::Ok(Payload::Binary(bytes)),
+                Payload::Json(_) => Reply::reason("expected binary"),
+            },
+            "push_me" => {
+                ctx.push("pushed", json!({"n": 1}));
+                Reply::ok_empty()
+            }
+            "later" => Reply::later(async {
+                actix::clock::sleep(Duration::from_millis(50)).await;
+                Reply::ok(json!({"later": true}))
+            }),
+            "stop" => {
+                ctx.stop();
+                Reply::ok_empty()
+            }
+            "crash" => panic!("handle_in asked to crash"),
+            _ => Reply::reason("unknown event"),
+        }
+    }
+}
+
+pub fn test_router() -> Router {
+    Router::new().channel("echo:*", |_topic: &str| EchoChannel)
+}
+
+/// Starts the test application with `config`, mounted at `/socket` and `/status`, plus
+/// the WebSocket echo at `/echo`.
+pub fn start_with(config: Config) -> RunningServer {
+    let _ = env_logger::builder().is_test(true).try_init();
+    Endpoint::new(config, |_| SocketHandler::new(TestSocket, test_router()))
+        .mount("/socket")
+        .mount("/status")
+        .echo("/echo")
+        .spawn()
+        .expect("server starts")
+}
+
+pub fn start() -> RunningServer {
+    start_with(Config::ephemeral())
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw Phoenix client over tungstenite.
+pub struct Client {
+    pub ws: Ws,
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Client {
+    pub async fn connect(server: &RunningServer, query: &str) -> Client {
+        let url = format!("ws://{}/socket/websocket?{query}", server.addr());
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Client { ws }
+    }
+
+    /// Connects with `vsn=2.0.0` as `user`.
+    pub async fn v2(server: &RunningServer, user: &str) -> Client {
+        Self::connect(server, &format!("user={user}&vsn=2.0.0")).await
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a V2 message.
+    pub async fn send(
+        &mut self,
+        join_ref: Value,
+        msg_ref: Value,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) {
+        let frame = json!([join_ref, msg_ref, topic, event, payload]);
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// Next data frame, skipping pings; panics on timeout or close.
+    pub async fn recv(&mut self) -> Message {
+        loop {
+            let next = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("a message within 5 s")
+                .expect("stream open")
+                .expect("no websocket error");
+            match next {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Next text frame, parsed as JSON.
+    pub async fn recv_json(&mut self) -> Value {
+        match self.recv().await {
+            Message::Text(text) => serde_json::from_str(&text).expect("server sends JSON"),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn recv_binary(&mut self) -> Bytes {
+        match self.recv().await {
+            Message::Binary(bytes) => bytes,
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    /// Joins `topic` with `join_ref` (also its ref) and returns the reply.
+    pub async fn join(&mut self, topic: &str, join_ref: &str, payload: Value) -> Value {
+        self.send(json!(join_ref), json!(join_ref), topic, "phx_join", payload)
+            .await;
+        self.recv_json().await
+    }
+
+    /// Waits for the server's close frame; returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let next = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("a close within 5 s");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(Message::Text(text))) => panic!("expected a close, got {text}"),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("expected a close frame, got error {error}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.ws.next()).await {
+            panic!("expected silence, got {message:?}");
+        }
+    }
+}
+
+/// The reply a V2 client expects: `[join_ref, ref, topic, "phx_reply", {status, response}]`.
+pub fn reply(join_ref: Value, msg_ref: Value, topic: &str, status: &str, response: Value) -> Value {
+    json!([join_ref, msg_ref, topic, "phx_reply", {"status": status, "response": response}])
+}
+
+/// The first `n` fields of a V2 message, to compare without the payload.
+pub fn head(message: &Value, n: usize) -> Value {
+    Value::Array(message.as_array().expect("a V2 array")[..n].to_vec())
+}
