@@ -183,12 +183,13 @@ impl<C: Channel> ChannelContext<'_, C> {
 
     /// Sends `event` to this instance's client only.
     pub fn push(&self, event: &str, payload: impl Into<Payload>) {
-        self.core.session.do_send(SessionMsg::Push {
-            instance: self.core.instance,
-            topic: self.core.topic.clone(),
-            event: event.to_owned(),
-            payload: payload.into(),
-        });
+        self.core.pusher().push(event, payload);
+    }
+
+    /// A handle that pushes to this instance's client from anywhere (a store, a
+    /// future). Pushes sent before the join reply are held and follow it.
+    pub fn pusher(&self) -> Pusher {
+        self.core.pusher()
     }
 
     /// Sends `event` to every subscriber of this topic, this client included.
@@ -265,6 +266,25 @@ impl ChannelRef {
     }
 }
 
+/// Pushes to one channel instance's client; see [`ChannelContext::pusher`].
+#[derive(Clone)]
+pub struct Pusher {
+    session: Recipient<SessionMsg>,
+    topic: Arc<str>,
+    instance: InstanceId,
+}
+
+impl Pusher {
+    pub fn push(&self, event: &str, payload: impl Into<Payload>) {
+        self.session.do_send(SessionMsg::Push {
+            instance: self.instance,
+            topic: self.topic.clone(),
+            event: event.to_owned(),
+            payload: payload.into(),
+        });
+    }
+}
+
 /// A pending subscription of one instance to its topic; see
 /// [`ChannelContext::take_subscription`].
 pub struct Subscription {
@@ -305,6 +325,14 @@ pub(crate) struct ChannelCore {
 }
 
 impl ChannelCore {
+    fn pusher(&self) -> Pusher {
+        Pusher {
+            session: self.session.clone(),
+            topic: self.topic.clone(),
+            instance: self.instance,
+        }
+    }
+
     fn subscription(&self) -> Subscription {
         Subscription {
             pubsub: self.pubsub.clone(),

@@ -6,8 +6,10 @@
 //! → [`channel`] (one actor per joined topic) → [`pubsub`] → back to the sessions.
 //! Around it: [`endpoint`] (HTTP wiring and the server's life), [`router`] (topic →
 //! channel), [`socket`] (the application's `connect`), [`presence`], [`registry`]
-//! (live sessions), [`config`] and [`message`] (the protocol's model).
+//! (live sessions), [`agent`] (state actors for the application's stores), [`config`]
+//! and [`message`] (the protocol's model).
 
+pub mod agent;
 pub mod channel;
 pub mod config;
 pub mod endpoint;
@@ -21,7 +23,10 @@ pub mod session;
 pub mod socket;
 pub mod transport;
 
-pub use channel::{Channel, ChannelContext, ChannelRef, JoinParams, Reason, Reply, Subscription};
+pub use agent::{Agent, AgentError};
+pub use channel::{
+    Channel, ChannelContext, ChannelRef, JoinParams, Pusher, Reason, Reply, Subscription,
+};
 pub use config::Config;
 pub use endpoint::{Endpoint, RunningServer, Services, SocketHandler};
 pub use message::Payload;
