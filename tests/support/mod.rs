@@ -232,3 +232,32 @@ pub fn reply(join_ref: Value, msg_ref: Value, topic: &str, status: &str, respons
 pub fn head(message: &Value, n: usize) -> Value {
     Value::Array(message.as_array().expect("a V2 array")[..n].to_vec())
 }
+
+/// Runs `node --test <file>` in tests/js against `url` (installing the npm packages
+/// with `npm ci` first if they are missing) and fails with node's output if any test
+/// fails.
+pub fn run_node_tests(file: &str, url: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    if !dir.join("node_modules").is_dir() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm runs (Node.js 20 and npm must be installed)");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    let output = std::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", file])
+        .env("FLUXWIRE_URL", url)
+        .current_dir(&dir)
+        .output()
+        .expect("node runs (Node.js 20 must be installed)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "node --test {file} failed:\n{stdout}\n{stderr}"
+    );
+}
