@@ -35,3 +35,8 @@ pub use pubsub::PubSub;
 pub use registry::Sessions;
 pub use router::Router;
 pub use socket::{Assigns, ConnectInfo, Params, Refused, Socket};
+
+/// The README's examples, compiled as doctests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
