@@ -96,13 +96,15 @@ impl AllowedOrigin {
             None => (None, entry),
         };
         let rest = rest.trim_end_matches('/');
-        let (host, port) = split_host_port(rest);
-        let port = match port {
-            Some(port) => Some(port),
-            None if rest.len() != host.len() => {
-                return Err(format!("invalid port in allowed origin {entry:?}"))
+        // Unlike a request's Host, a configured port that does not parse is an error.
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !rest.ends_with(']') => {
+                let port = port
+                    .parse()
+                    .map_err(|_| format!("invalid port in allowed origin {entry:?}"))?;
+                (host, Some(port))
             }
-            None => None,
+            _ => (rest, None),
         };
         if host.is_empty() || host.contains('/') {
             return Err(format!("invalid allowed origin {entry:?}"));
