@@ -760,3 +760,54 @@ async fn stopping_the_server_closes_sockets_with_1001() {
     assert_eq!(c.expect_close().await, 1001);
     stopper.join().unwrap();
 }
+
+#[tokio::test]
+async fn intercepted_broadcasts_become_per_member_pushes() {
+    let server = start();
+    let mut a = Client::v2(&server, "ann").await;
+    let mut b = Client::v2(&server, "ben").await;
+    a.join("echo:i", "1", json!({})).await;
+    b.join("echo:i", "7", json!({})).await;
+    a.send(
+        json!("1"),
+        json!("2"),
+        "echo:i",
+        "censored",
+        json!({"w": "x"}),
+    )
+    .await;
+    let pushed = |join_ref: &str, user: &str| json!([join_ref, null, "echo:i", "censored", {"censored": true, "original": {"w": "x"}, "for": user}]);
+    assert_eq!(b.recv_json().await, pushed("7", "ben"));
+    let mut got = [a.recv_json().await, a.recv_json().await];
+    got.sort_by_key(|m| m[3].as_str().unwrap().to_owned());
+    assert_eq!(got[0], pushed("1", "ann"));
+    assert_eq!(
+        got[1],
+        reply(json!("1"), json!("2"), "echo:i", "ok", json!({}))
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn handle_info_receives_what_the_channel_sent_itself() {
+    let server = start();
+    let mut c = Client::v2(&server, "info").await;
+    c.join("echo:info", "1", json!({})).await;
+    c.send(
+        json!("1"),
+        json!("2"),
+        "echo:info",
+        "info_me",
+        json!({"k": [1, 2]}),
+    )
+    .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("2"), "echo:info", "ok", json!({}))
+    );
+    assert_eq!(
+        c.recv_json().await,
+        json!(["1", null, "echo:info", "info", {"k": [1, 2]}])
+    );
+    server.stop();
+}

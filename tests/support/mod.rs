@@ -2,6 +2,7 @@
 //! a server started on an ephemeral port, and a small Phoenix V1/V2 WebSocket client.
 #![allow(dead_code)]
 
+use std::any::Any;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -61,7 +62,7 @@ impl Channel for EchoChannel {
     ) -> Reply {
         match event {
             "echo" => Reply::Ok(payload),
-            "shout" | "bin_shout" => {
+            "shout" | "bin_shout" | "censored" => {
                 ctx.broadcast(event, payload);
                 Reply::ok_empty()
             }
@@ -86,8 +87,33 @@ impl Channel for EchoChannel {
                 Reply::ok_empty()
             }
             "crash" => panic!("handle_in asked to crash"),
+            "info_me" => {
+                ctx.handle().send(payload);
+                Reply::ok_empty()
+            }
             _ => Reply::reason("unknown event"),
         }
+    }
+
+    /// Sends a message's payload back to the client as an `info` push.
+    fn handle_info(&mut self, message: Box<dyn Any + Send>, ctx: &mut ChannelContext<'_, Self>) {
+        if let Ok(payload) = message.downcast::<Payload>() {
+            ctx.push("info", *payload);
+        }
+    }
+
+    /// `censored` broadcasts are rewritten per member instead of going out as shared
+    /// frames.
+    fn intercepts(&self) -> &'static [&'static str] {
+        &["censored"]
+    }
+
+    fn handle_out(&mut self, event: &str, payload: &Payload, ctx: &mut ChannelContext<'_, Self>) {
+        let original = payload.as_json().cloned().unwrap_or_default();
+        ctx.push(
+            event,
+            json!({"censored": true, "original": original, "for": ctx.assigns().get_str("user")}),
+        );
     }
 }
 
@@ -237,8 +263,16 @@ pub fn head(message: &Value, n: usize) -> Value {
 /// with `npm ci` first if they are missing) and fails with node's output if any test
 /// fails.
 pub fn run_node_tests(file: &str, url: &str) {
+    run_node_tests_with_env(file, &[("FLUXWIRE_URL", url)], &[]);
+}
+
+/// Runs `node --test <file>` in tests/js with `env` (e.g. `FLUXWIRE_URL`,
+/// `FLUXWIRE_HTTP`); fails with node's output if any test fails. Installs the npm packages with `npm ci`
+/// when `node_modules` is missing or lacks one of the `required` packages.
+pub fn run_node_tests_with_env(file: &str, env: &[(&str, &str)], required: &[&str]) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    if !dir.join("node_modules").is_dir() {
+    let modules = dir.join("node_modules");
+    if !modules.is_dir() || required.iter().any(|p| !modules.join(p).is_dir()) {
         let status = std::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir)
@@ -246,10 +280,14 @@ pub fn run_node_tests(file: &str, url: &str) {
             .expect("npm runs (Node.js 20 and npm must be installed)");
         assert!(status.success(), "npm ci failed in {}", dir.display());
     }
-    let output = std::process::Command::new("node")
+    let mut command = std::process::Command::new("node");
+    command
         .args(["--test", "--test-reporter=spec", file])
-        .env("FLUXWIRE_URL", url)
-        .current_dir(&dir)
+        .current_dir(&dir);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command
         .output()
         .expect("node runs (Node.js 20 must be installed)");
     let stdout = String::from_utf8_lossy(&output.stdout);
