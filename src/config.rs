@@ -3,6 +3,7 @@
 //! Owns the knobs and their defaults; parsing is clap's. Must not act on any of them:
 //! the endpoint and transports read what they need.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,7 +24,8 @@ pub struct Config {
     pub port: u16,
 
     /// Largest WebSocket message accepted, in bytes, after reassembly of fragments.
-    /// Larger ones close the connection with code 1009.
+    /// Larger ones close the connection with code 1009. Also the largest long-poll POST
+    /// body: a larger one is refused with 413.
     #[arg(long, env = "FLUXWIRE_MAX_FRAME_SIZE", default_value_t = 1024 * 1024)]
     pub max_frame_size: usize,
 
@@ -56,6 +58,93 @@ pub struct Config {
     /// to close (code 1001), in milliseconds.
     #[arg(long, env = "FLUXWIRE_SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
     pub shutdown_timeout_ms: u64,
+
+    /// Transports served under each socket mount, comma-separated: `websocket`
+    /// (`{mount}/websocket`) and `longpoll` (`{mount}/longpoll`). A transport left out
+    /// answers 404, so `--transports longpoll` makes phoenix.js clients created with
+    /// `longPollFallbackMs` fall back to long-polling.
+    #[arg(long, env = "FLUXWIRE_TRANSPORTS", default_value = "websocket,longpoll", value_parser = Transports::parse)]
+    pub transports: Transports,
+
+    /// How long a long-poll GET waits for messages before answering "no content"
+    /// (204), in milliseconds. Keep it well below phoenix.js's 20 s request timeout.
+    #[arg(long, env = "FLUXWIRE_LONGPOLL_WINDOW_MS", default_value_t = 10_000)]
+    pub longpoll_window_ms: u64,
+
+    /// End a long-poll session (its channels terminate, its presences leave) when no
+    /// poll has been waiting for this many milliseconds. Phoenix uses 1.5 × the window.
+    #[arg(long, env = "FLUXWIRE_LONGPOLL_TIMEOUT_MS", default_value_t = 15_000)]
+    pub longpoll_timeout_ms: u64,
+
+    /// Secret that signs long-poll session tokens (at least 32 bytes, e.g. the output
+    /// of `openssl rand -base64 48`). When absent, a random one is generated at start
+    /// (with a warning): tokens issued before a restart then no longer verify. Sessions
+    /// themselves live in memory either way; a client whose session is gone reconnects.
+    #[arg(long, env = "FLUXWIRE_SECRET_KEY_BASE", hide_env_values = true, value_parser = SecretKeyBase::parse)]
+    pub secret_key_base: Option<SecretKeyBase>,
+}
+
+/// Which transports the socket mounts serve (`--transports`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transports {
+    pub websocket: bool,
+    pub longpoll: bool,
+}
+
+impl Transports {
+    /// Parses a comma-separated list of `websocket` and `longpoll` (at least one).
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut transports = Transports {
+            websocket: false,
+            longpoll: false,
+        };
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "websocket" => transports.websocket = true,
+                "longpoll" => transports.longpoll = true,
+                other => {
+                    return Err(format!(
+                        "unknown transport {other:?} (expected websocket or longpoll)"
+                    ))
+                }
+            }
+        }
+        if transports.websocket || transports.longpoll {
+            Ok(transports)
+        } else {
+            Err("at least one transport is needed: websocket, longpoll".to_owned())
+        }
+    }
+}
+
+/// The server secret (`--secret-key-base`); never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKeyBase(String);
+
+impl SecretKeyBase {
+    /// Shortest secret accepted, in bytes.
+    pub const MIN_LEN: usize = 32;
+
+    /// Accepts a secret of at least [`MIN_LEN`](Self::MIN_LEN) bytes.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.len() < Self::MIN_LEN {
+            return Err(format!(
+                "the secret key base must be at least {} bytes long",
+                Self::MIN_LEN
+            ));
+        }
+        Ok(SecretKeyBase(value.to_owned()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for SecretKeyBase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKeyBase(<redacted>)")
+    }
 }
 
 impl Config {
@@ -65,6 +154,14 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn longpoll_window(&self) -> Duration {
+        Duration::from_millis(self.longpoll_window_ms)
+    }
+
+    pub fn longpoll_timeout(&self) -> Duration {
+        Duration::from_millis(self.longpoll_timeout_ms)
     }
 
     /// Defaults for a server embedded in a program or a test: an ephemeral port on

@@ -19,6 +19,7 @@ use crate::pubsub::PubSub;
 use crate::registry::Sessions;
 use crate::router::Router;
 use crate::socket::Socket;
+use crate::transport::longpoll::{self, LongPollSessions};
 use crate::transport::websocket;
 
 /// What the application builds its channels and stores on.
@@ -50,6 +51,7 @@ pub(crate) struct Shared {
     pub router: Router,
     pub pubsub: PubSub,
     pub sessions: Sessions,
+    pub longpoll: Arc<LongPollSessions>,
 }
 
 type BuildApp = Box<dyn FnOnce(&Services) -> SocketHandler + Send>;
@@ -67,6 +69,7 @@ pub struct RunningServer {
     addr: SocketAddr,
     handle: ServerHandle,
     services: Services,
+    longpoll: Arc<LongPollSessions>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -85,7 +88,7 @@ impl Endpoint {
         }
     }
 
-    /// Serves the socket at `path`: `{path}/websocket`.
+    /// Serves the socket at `path`: `{path}/websocket` and `{path}/longpoll`.
     pub fn mount(mut self, path: &str) -> Self {
         self.mounts.push(path.trim_end_matches('/').to_owned());
         self
@@ -102,7 +105,12 @@ impl Endpoint {
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
     pub fn run(self) -> io::Result<()> {
         actix_web::rt::System::new().block_on(async move {
-            let (server, services, addrs) = self.bind()?;
+            let Bound {
+                server,
+                services,
+                addrs,
+                ..
+            } = self.bind()?;
             for addr in addrs {
                 log::info!("fluxwire listening on http://{addr}");
             }
@@ -117,7 +125,7 @@ impl Endpoint {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let (server, services, addrs) = match self.bind() {
+                let bound = match self.bind() {
                     Ok(bound) => bound,
                     Err(error) => {
                         let message = error.to_string();
@@ -125,22 +133,29 @@ impl Endpoint {
                         return Err(io::Error::other(message));
                     }
                 };
-                let _ = ready_tx.send(Ok((addrs[0], server.handle(), services)));
-                server.await
+                let ready = (
+                    bound.addrs[0],
+                    bound.server.handle(),
+                    bound.services,
+                    bound.longpoll,
+                );
+                let _ = ready_tx.send(Ok(ready));
+                bound.server.await
             })
         });
-        let (addr, handle, services) = ready_rx
+        let (addr, handle, services, longpoll) = ready_rx
             .recv()
             .map_err(|_| io::Error::other("server thread ended before listening"))??;
         Ok(RunningServer {
             addr,
             handle,
             services,
+            longpoll,
             thread: Some(thread),
         })
     }
 
-    fn bind(self) -> io::Result<(actix_web::dev::Server, Services, Vec<SocketAddr>)> {
+    fn bind(self) -> io::Result<Bound> {
         let services = Services::default();
         let SocketHandler { socket, router } = (self.build)(&services);
         let config = self.config;
@@ -156,12 +171,15 @@ impl Endpoint {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
         let bind_to = (config.host.clone(), config.port);
+        let transports = config.transports;
+        let longpoll_sessions = Arc::new(LongPollSessions::new(&config));
         let shared = Arc::new(Shared {
             config,
             socket,
             router,
             pubsub: services.pubsub.clone(),
             sessions: services.sessions.clone(),
+            longpoll: longpoll_sessions.clone(),
         });
         let mounts = self.mounts;
         let echo_path = self.echo_path;
@@ -170,11 +188,20 @@ impl Endpoint {
                 .app_data(web::Data::new(shared.clone()))
                 .route("/health", web::get().to(health));
             for mount in &mounts {
-                app = app.service(
-                    web::resource(format!("{mount}/websocket"))
-                        .route(web::get().to(websocket::handshake))
-                        .default_service(web::to(HttpResponse::BadRequest)),
-                );
+                // A transport left out of `--transports` answers 404.
+                let ws = web::resource(format!("{mount}/websocket"));
+                app = app.service(if transports.websocket {
+                    ws.route(web::get().to(websocket::handshake))
+                        .default_service(web::to(HttpResponse::BadRequest))
+                } else {
+                    ws.to(HttpResponse::NotFound)
+                });
+                let lp = web::resource(format!("{mount}/longpoll"));
+                app = app.service(if transports.longpoll {
+                    lp.to(longpoll::serve)
+                } else {
+                    lp.to(HttpResponse::NotFound)
+                });
             }
             #[cfg(feature = "echo-endpoint")]
             if let Some(path) = &echo_path {
@@ -193,8 +220,21 @@ impl Endpoint {
         .shutdown_timeout(shutdown_secs)
         .bind(bind_to)?;
         let addrs = server.addrs();
-        Ok((server.run(), services, addrs))
+        Ok(Bound {
+            server: server.run(),
+            services,
+            addrs,
+            longpoll: longpoll_sessions,
+        })
     }
+}
+
+/// A server bound to its addresses, not yet awaited.
+struct Bound {
+    server: actix_web::dev::Server,
+    services: Services,
+    addrs: Vec<SocketAddr>,
+    longpoll: Arc<LongPollSessions>,
 }
 
 async fn health() -> HttpResponse {
@@ -244,6 +284,11 @@ impl RunningServer {
 
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// Live long-poll sessions (each ends when its client stops polling).
+    pub fn longpoll_sessions(&self) -> usize {
+        self.longpoll.len()
     }
 
     /// Stops the server: every socket closed with 1001, then the thread joined.

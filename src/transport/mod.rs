@@ -1,10 +1,12 @@
-//! Transports: how bytes reach a [`Connection`] and how its frames go back out.
+//! Transports: how bytes reach a [`Connection`] and how its frames go back out, over a
+//! WebSocket ([`websocket`]) or long-polling ([`longpoll`]).
 //!
 //! Owns admission (origin, `vsn`, the socket's `connect`) shared by every transport, and
 //! the two seams a transport implements: [`Outbox`] (send a frame, close) and
 //! [`Connection`] (what receives frames). Must not parse Phoenix messages: the session
 //! does that.
 
+pub mod longpoll;
 pub mod origin;
 pub mod websocket;
 
@@ -95,6 +97,12 @@ pub(crate) fn admit(
     req: &HttpRequest,
     transport: &'static str,
 ) -> Result<Session, Refusal> {
+    check_origin(shared, req)?;
+    open_session(shared, req, transport)
+}
+
+/// The origin check (PROTOCOL.md §1.4), alone: long-poll applies it to every request.
+pub(crate) fn check_origin(shared: &Shared, req: &HttpRequest) -> Result<(), Refusal> {
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -104,13 +112,23 @@ pub(crate) fn admit(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
     let secure = req.connection_info().scheme() == "https";
-    if !shared
+    if shared
         .config
         .check_origin
         .allows(origin.as_deref(), host, secure)
     {
-        return Err(Refusal::Origin(origin.unwrap_or_default()));
+        Ok(())
+    } else {
+        Err(Refusal::Origin(origin.unwrap_or_default()))
     }
+}
+
+/// The admission steps after the origin check: serializer from `vsn`, then `connect`.
+pub(crate) fn open_session(
+    shared: &Arc<Shared>,
+    req: &HttpRequest,
+    transport: &'static str,
+) -> Result<Session, Refusal> {
     let params = Params::from_query(req.query_string());
     let vsn = if params.has_nested("vsn") {
         Some("(not a string)")
@@ -123,8 +141,11 @@ pub(crate) fn admit(
         transport,
     };
     let assigns = shared.socket.connect(&params, &info)?;
-    let peer = req
-        .peer_addr()
-        .map_or_else(|| "unknown peer".to_owned(), |addr| addr.to_string());
-    Ok(Session::new(shared.clone(), serializer, assigns, peer))
+    Ok(Session::new(shared.clone(), serializer, assigns, peer(req)))
+}
+
+/// The client's address, for logs.
+pub(crate) fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown peer".to_owned(), |addr| addr.to_string())
 }

@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytes::{Bytes, BytesMut};
 
-use super::{admit, close_code, Connection, Outbox};
+use super::{admit, close_code, peer, Connection, Outbox};
 use crate::endpoint::Shared;
 use crate::serializer::Frame;
 
@@ -55,11 +55,6 @@ pub(crate) fn upgrade<C: Connection>(
         .frame_size(config.max_frame_size)
         .protocols(&["phoenix"])
         .start()
-}
-
-fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown peer".to_owned(), |addr| addr.to_string())
 }
 
 struct Limits {
