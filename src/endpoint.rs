@@ -216,6 +216,7 @@ impl Endpoint {
             app
         })
         .workers(workers)
+        .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(shutdown_secs)
         .bind(bind_to)?;
