@@ -34,6 +34,16 @@ pub struct Config {
     #[arg(long, env = "FLUXWIRE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
 
+    /// Most frames queued for one WebSocket client; past it (a client that stopped
+    /// reading) the connection is closed with 1008.
+    #[arg(long, env = "FLUXWIRE_MAX_OUTBOUND_FRAMES", default_value_t = 1000)]
+    pub max_outbound_frames: usize,
+
+    /// Most bytes queued for one WebSocket client; past it the connection is closed
+    /// with 1008.
+    #[arg(long, env = "FLUXWIRE_MAX_OUTBOUND_BYTES", default_value_t = 1024 * 1024)]
+    pub max_outbound_bytes: usize,
+
     /// Most channels one connection may have joined at once.
     #[arg(long, env = "FLUXWIRE_MAX_CHANNELS", default_value_t = 100)]
     pub max_channels: usize,

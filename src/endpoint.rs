@@ -11,8 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use std::net::ToSocketAddrs;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_http::HttpService;
+use actix_server::ServerHandle;
+use actix_service::{fn_factory, fn_service, map_config, ServiceFactory};
+use actix_web::dev::AppConfig;
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App, HttpResponse};
+use socket2::{Domain, Type};
 
 use crate::config::Config;
 use crate::pubsub::PubSub;
@@ -20,7 +29,7 @@ use crate::registry::Sessions;
 use crate::router::Router;
 use crate::socket::Socket;
 use crate::transport::longpoll::{self, LongPollSessions};
-use crate::transport::websocket;
+use crate::transport::{listener, websocket};
 
 /// What the application builds its channels and stores on.
 #[derive(Clone, Default)]
@@ -52,6 +61,23 @@ pub(crate) struct Shared {
     pub pubsub: PubSub,
     pub sessions: Sessions,
     pub longpoll: Arc<LongPollSessions>,
+    /// Socket mounts, e.g. `/socket`.
+    pub mounts: Vec<String>,
+    /// The test echo's path, if served.
+    pub echo_path: Option<String>,
+}
+
+impl Shared {
+    /// Who serves a WebSocket upgrade to `path`, if anyone.
+    pub(crate) fn websocket_target(&self, path: &str) -> Option<websocket::Target> {
+        if self.echo_path.as_deref() == Some(path) {
+            return Some(websocket::Target::Echo);
+        }
+        let socket = path
+            .strip_suffix("/websocket")
+            .is_some_and(|mount| self.mounts.iter().any(|m| m == mount));
+        (socket && self.config.transports.websocket).then_some(websocket::Target::Socket)
+    }
 }
 
 type BuildApp = Box<dyn FnOnce(&Services) -> SocketHandler + Send>;
@@ -104,6 +130,7 @@ impl Endpoint {
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
     pub fn run(self) -> io::Result<()> {
+        let shutdown_timeout = self.config.shutdown_timeout();
         actix_web::rt::System::new().block_on(async move {
             let Bound {
                 server,
@@ -115,7 +142,7 @@ impl Endpoint {
                 log::info!("fluxwire listening on http://{addr}");
             }
             let handle = server.handle();
-            watch_signals(handle, services.sessions);
+            watch_signals(handle, services.sessions, shutdown_timeout);
             server.await
         })
     }
@@ -180,19 +207,20 @@ impl Endpoint {
             pubsub: services.pubsub.clone(),
             sessions: services.sessions.clone(),
             longpoll: longpoll_sessions.clone(),
+            mounts: self.mounts,
+            echo_path: self.echo_path,
         });
-        let mounts = self.mounts;
-        let echo_path = self.echo_path;
-        let server = HttpServer::new(move || {
+        let app_shared = shared.clone();
+        let app = move || {
+            let shared = app_shared.clone();
             let mut app = App::new()
                 .app_data(web::Data::new(shared.clone()))
                 .route("/health", web::get().to(health));
-            for mount in &mounts {
+            for mount in &shared.mounts {
                 // A transport left out of `--transports` answers 404.
                 let ws = web::resource(format!("{mount}/websocket"));
                 app = app.service(if transports.websocket {
-                    ws.route(web::get().to(websocket::handshake))
-                        .default_service(web::to(HttpResponse::BadRequest))
+                    ws.to(websocket::not_upgraded)
                 } else {
                     ws.to(HttpResponse::NotFound)
                 });
@@ -203,24 +231,44 @@ impl Endpoint {
                     lp.to(HttpResponse::NotFound)
                 });
             }
-            #[cfg(feature = "echo-endpoint")]
-            if let Some(path) = &echo_path {
-                app = app.route(path, web::get().to(websocket::echo::handshake));
-            }
-            #[cfg(not(feature = "echo-endpoint"))]
-            let _ = &echo_path;
             if static_dir.is_dir() {
                 app =
                     app.service(actix_files::Files::new("/", &static_dir).index_file("index.html"));
             }
             app
-        })
-        .workers(workers)
-        .tcp_nodelay(true)
-        .disable_signals()
-        .shutdown_timeout(shutdown_secs)
-        .bind(bind_to)?;
-        let addrs = server.addrs();
+        };
+        let mut server = actix_server::Server::build()
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(shutdown_secs);
+        let mut addrs = Vec::new();
+        for addr in bind_to.to_socket_addrs()? {
+            let listener = listen(addr)?;
+            addrs.push(listener.local_addr()?);
+            let (shared, app) = (shared.clone(), app.clone());
+            server = server.listen("fluxwire", listener, move || {
+                let http = HttpService::<listener::Replayed, _, _>::build()
+                    .client_request_timeout(Duration::from_secs(5))
+                    .h1(map_config(app(), |_| AppConfig::default()));
+                let shared = shared.clone();
+                fn_factory(move || {
+                    let http = http.new_service(());
+                    let shared = shared.clone();
+                    async move {
+                        let http = Rc::new(http.await.map_err(|error| {
+                            log::error!("cannot start the HTTP service: {error:?}")
+                        })?);
+                        Ok::<_, ()>(fn_service(move |stream: TcpStream| {
+                            let (http, shared) = (http.clone(), shared.clone());
+                            async move {
+                                listener::serve(stream, shared, http).await;
+                                Ok::<_, ()>(())
+                            }
+                        }))
+                    }
+                })
+            })?;
+        }
         Ok(Bound {
             server: server.run(),
             services,
@@ -230,9 +278,20 @@ impl Endpoint {
     }
 }
 
+/// A listening socket with a backlog deep enough for a reconnect storm (every phoenix.js
+/// client comes back within ~10 ms of a restart, PROTOCOL.md §7.3).
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// A server bound to its addresses, not yet awaited.
 struct Bound {
-    server: actix_web::dev::Server,
+    server: actix_server::Server,
     services: Services,
     addrs: Vec<SocketAddr>,
     longpoll: Arc<LongPollSessions>,
@@ -244,7 +303,7 @@ async fn health() -> HttpResponse {
 
 /// On the first SIGINT or SIGTERM: stop accepting, close every socket with 1001, and
 /// let the server finish (bounded by the shutdown timeout).
-fn watch_signals(handle: ServerHandle, sessions: Sessions) {
+fn watch_signals(handle: ServerHandle, sessions: Sessions, timeout: Duration) {
     let started = Arc::new(AtomicBool::new(false));
     let shutdown = move |signal: &'static str| {
         let (handle, sessions, started) = (handle.clone(), sessions.clone(), started.clone());
@@ -255,6 +314,10 @@ fn watch_signals(handle: ServerHandle, sessions: Sessions) {
             handle.pause().await;
             let closed = sessions.close_all("server shutting down");
             log::info!("{signal}: shutting down, closing {closed} connections with 1001");
+            let left = sessions.drained(timeout).await;
+            if left > 0 {
+                log::warn!("{left} connections did not close within {timeout:?}");
+            }
             handle.stop(true).await;
         }
     };
@@ -294,10 +357,14 @@ impl RunningServer {
 
     /// Stops the server: every socket closed with 1001, then the thread joined.
     pub fn stop(mut self) {
-        self.services.sessions.close_all("server shutting down");
+        let sessions = self.services.sessions.clone();
+        sessions.close_all("server shutting down");
         let handle = self.handle.clone();
         let stopper = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(handle.stop(true));
+            actix_web::rt::System::new().block_on(async move {
+                sessions.drained(Duration::from_secs(2)).await;
+                handle.stop(true).await;
+            });
         });
         let _ = stopper.join();
         if let Some(thread) = self.thread.take() {

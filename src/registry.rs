@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use actix::Recipient;
 
@@ -77,6 +78,16 @@ impl Sessions {
     /// Closes every connection (1001); returns how many.
     pub fn close_all(&self, reason: &'static str) -> usize {
         self.close_where(|_| true, reason)
+    }
+
+    /// Waits until every session has ended (their close frames sent), or `timeout`;
+    /// returns how many are still live.
+    pub async fn drained(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        while !self.is_empty() && Instant::now() < deadline {
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+        self.len()
     }
 
     fn close_where(&self, matches: impl Fn(&Registered) -> bool, reason: &'static str) -> usize {

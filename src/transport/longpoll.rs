@@ -28,7 +28,7 @@ use sha2::Sha256;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{check_origin, close_code, open_session, peer, Connection, Outbox, Refusal};
+use super::{check_origin, close_code, open_session, peer, Admission, Connection, Outbox, Refusal};
 use crate::config::Config;
 use crate::endpoint::Shared;
 use crate::serializer::Frame;
@@ -54,7 +54,7 @@ pub(crate) async fn serve(
     body: web::Payload,
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
-    if let Err(refusal) = check_origin(&shared, &req) {
+    if let Err(refusal) = check_origin(&shared, &Admission::of(&req)) {
         return refuse(&req, &refusal);
     }
     match *req.method() {
@@ -108,7 +108,7 @@ async fn get(shared: &Arc<Shared>, req: &HttpRequest) -> HttpResponse {
 
 /// Admits the client and opens a session: `410` with its token (PROTOCOL.md §8.2).
 fn handshake(shared: &Arc<Shared>, req: &HttpRequest) -> HttpResponse {
-    match open_session(shared, req, "longpoll") {
+    match open_session(shared, &Admission::of(req), "longpoll") {
         Ok(session) => {
             let token = shared.longpoll.start(shared.clone(), session, peer(req));
             status_json(

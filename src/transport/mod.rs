@@ -6,10 +6,12 @@
 //! [`Connection`] (what receives frames). Must not parse Phoenix messages: the session
 //! does that.
 
+pub(crate) mod listener;
 pub mod longpoll;
 pub mod origin;
 pub mod websocket;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::Recipient;
@@ -90,46 +92,69 @@ pub enum Refusal {
     Connect(#[from] crate::socket::Refused),
 }
 
+/// What admission reads from a connection attempt, whichever transport it came by.
+pub(crate) struct Admission<'a> {
+    /// The `Origin` header; a header that is not text reads as `Some("")` (refused).
+    pub origin: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub secure: bool,
+    pub query: &'a str,
+    pub peer: Option<SocketAddr>,
+}
+
+impl<'a> Admission<'a> {
+    /// The admission facts of an actix-web request.
+    pub(crate) fn of(req: &'a HttpRequest) -> Self {
+        let text = |name| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
+        Admission {
+            origin: text(header::ORIGIN),
+            host: text(header::HOST),
+            secure: req.connection_info().scheme() == "https",
+            query: req.query_string(),
+            peer: req.peer_addr(),
+        }
+    }
+
+    /// The client's address, for logs.
+    pub(crate) fn peer(&self) -> String {
+        peer_name(self.peer)
+    }
+}
+
 /// Runs the admission steps shared by all transports: origin, serializer, `connect`.
 /// On success, a new session for the connection.
 pub(crate) fn admit(
     shared: &Arc<Shared>,
-    req: &HttpRequest,
+    admission: &Admission<'_>,
     transport: &'static str,
 ) -> Result<Session, Refusal> {
-    check_origin(shared, req)?;
-    open_session(shared, req, transport)
+    check_origin(shared, admission)?;
+    open_session(shared, admission, transport)
 }
 
 /// The origin check (PROTOCOL.md §1.4), alone: long-poll applies it to every request.
-pub(crate) fn check_origin(shared: &Shared, req: &HttpRequest) -> Result<(), Refusal> {
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok());
-    let secure = req.connection_info().scheme() == "https";
-    if shared
-        .config
-        .check_origin
-        .allows(origin.as_deref(), host, secure)
-    {
+pub(crate) fn check_origin(shared: &Shared, admission: &Admission<'_>) -> Result<(), Refusal> {
+    let allowed =
+        shared
+            .config
+            .check_origin
+            .allows(admission.origin, admission.host, admission.secure);
+    if allowed {
         Ok(())
     } else {
-        Err(Refusal::Origin(origin.unwrap_or_default()))
+        Err(Refusal::Origin(
+            admission.origin.unwrap_or_default().to_owned(),
+        ))
     }
 }
 
 /// The admission steps after the origin check: serializer from `vsn`, then `connect`.
 pub(crate) fn open_session(
     shared: &Arc<Shared>,
-    req: &HttpRequest,
+    admission: &Admission<'_>,
     transport: &'static str,
 ) -> Result<Session, Refusal> {
-    let params = Params::from_query(req.query_string());
+    let params = Params::from_query(admission.query);
     let vsn = if params.has_nested("vsn") {
         Some("(not a string)")
     } else {
@@ -137,15 +162,24 @@ pub(crate) fn open_session(
     };
     let serializer = Serializer::from_vsn(vsn)?;
     let info = ConnectInfo {
-        peer: req.peer_addr(),
+        peer: admission.peer,
         transport,
     };
     let assigns = shared.socket.connect(&params, &info)?;
-    Ok(Session::new(shared.clone(), serializer, assigns, peer(req)))
+    Ok(Session::new(
+        shared.clone(),
+        serializer,
+        assigns,
+        admission.peer(),
+    ))
 }
 
-/// The client's address, for logs.
+/// A client's address, for logs.
+pub(crate) fn peer_name(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unknown peer".to_owned(), |addr| addr.to_string())
+}
+
+/// The client's address of an actix-web request, for logs.
 pub(crate) fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown peer".to_owned(), |addr| addr.to_string())
+    peer_name(req.peer_addr())
 }

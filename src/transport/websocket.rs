@@ -1,65 +1,372 @@
-//! The WebSocket transport, and the only module that touches actix-web-actors.
+//! The WebSocket transport: the upgrade handshake and the connection, on lean I/O of
+//! our own.
 //!
-//! Owns the handshake (admission, then upgrade with the `phoenix` sub-protocol), and the
-//! WebSocket rules: reassembly of fragmented messages under the size limit, UTF-8
-//! validation of text, ping/pong, the close handshake with the right close codes, and
-//! the idle timeout. Hands whole messages to a [`Connection`]; must not parse them.
+//! Owns the handshake (admission, then `101` selecting the `phoenix` sub-protocol, `403`
+//! before any upgrade, or `400`), the WebSocket rules (reassembly of fragments under the
+//! size limit, UTF-8 validation, ping/pong, the close handshake with the right codes,
+//! the idle timeout) and the connection's outbound queue: bounded in frames and bytes,
+//! drained by one writer that sends everything queued in one write. Hands whole messages
+//! to a [`Connection`]; must not parse them.
+//!
+//! Framing is actix-http's `ws::Codec`, the buffers are ours: behind actix-http's HTTP/1
+//! dispatcher (with actix-web-actors) every connection held two 8 KiB buffers for its
+//! whole life, 12.5 KB per idle upgraded connection; here an idle one holds none.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Handler, StreamHandler};
-use actix_http::ws::Item;
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler};
+use actix_codec::{Decoder, Encoder};
+use actix_http::ws::{
+    hash_key, CloseCode, CloseReason, Codec, Frame as WsFrame, Item, Message, ProtocolError,
+};
+use actix_web::http::Method;
+use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::{admit, close_code, peer, Connection, Outbox};
+use super::{admit, close_code, Admission, Connection, Outbox};
+use crate::config::Config;
 use crate::endpoint::Shared;
 use crate::serializer::Frame;
 
-/// `GET {mount}/websocket`: admits the client (403 on refusal) and upgrades.
-pub(crate) async fn handshake(
-    req: HttpRequest,
-    body: web::Payload,
-    shared: web::Data<Arc<Shared>>,
-) -> actix_web::Result<HttpResponse> {
-    let session = match admit(&shared, &req, "websocket") {
-        Ok(session) => session,
-        Err(refusal) => {
-            log::info!("{}: websocket refused: {refusal}", peer(&req));
-            return Ok(HttpResponse::Forbidden().finish());
-        }
-    };
-    upgrade(session, &shared.config, &req, body)
+/// Per-connection limits, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub max_message: usize,
+    pub idle_timeout: Duration,
+    pub max_outbound_frames: usize,
+    pub max_outbound_bytes: usize,
 }
 
-/// Upgrades `req` to a WebSocket served by `connection`.
-pub(crate) fn upgrade<C: Connection>(
-    connection: C,
-    config: &crate::config::Config,
-    req: &HttpRequest,
-    body: web::Payload,
-) -> actix_web::Result<HttpResponse> {
-    let actor = WsActor {
-        connection,
-        limits: Limits {
+impl Limits {
+    pub(crate) fn of(config: &Config) -> Self {
+        Limits {
             max_message: config.max_frame_size,
             idle_timeout: config.idle_timeout(),
-        },
-        fragments: None,
-        last_seen: Instant::now(),
-        closed: false,
-    };
-    ws::WsResponseBuilder::new(actor, req, body)
-        .frame_size(config.max_frame_size)
-        .protocols(&["phoenix"])
-        .start()
+            max_outbound_frames: config.max_outbound_frames,
+            max_outbound_bytes: config.max_outbound_bytes,
+        }
+    }
 }
 
-struct Limits {
-    max_message: usize,
-    idle_timeout: Duration,
+/// How long a closing connection may take to flush its close frame to a client that is
+/// not reading, before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Who serves an upgraded connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A Phoenix socket mount.
+    Socket,
+    /// The test echo (Autobahn), never mounted by default.
+    Echo,
+}
+
+/// A WebSocket upgrade request, read from a connection's first request head.
+pub(crate) struct UpgradeRequest {
+    target: Target,
+    /// Length of the request head; what follows it is WebSocket data.
+    head_len: usize,
+    query: String,
+    origin: Option<String>,
+    host: Option<String>,
+    connection_upgrade: bool,
+    version_13: bool,
+    key: Option<String>,
+    protocols: Option<String>,
+}
+
+/// Reads `head` as an upgrade to one of `shared`'s WebSocket paths; `None` for any other
+/// request, which actix-web serves.
+pub(crate) fn upgrade_request(head: &[u8], shared: &Shared) -> Option<UpgradeRequest> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(head_len) = request.parse(head).ok()? else {
+        return None;
+    };
+    if request.method? != "GET" {
+        return None;
+    }
+    let (path, query) = request.path?.split_once('?').unwrap_or((request.path?, ""));
+    let target = shared.websocket_target(path)?;
+    let text = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    let has_token = |name: &str, token: &str| {
+        text(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("upgrade", "websocket") {
+        return None;
+    }
+    Some(UpgradeRequest {
+        target,
+        head_len,
+        query: query.to_owned(),
+        origin: text("origin"),
+        host: text("host"),
+        connection_upgrade: has_token("connection", "upgrade"),
+        version_13: text("sec-websocket-version").as_deref() == Some("13"),
+        key: text("sec-websocket-key"),
+        protocols: text("sec-websocket-protocol"),
+    })
+}
+
+/// Answers an upgrade request on `io`: admission, then `101` and the connection runs on
+/// this thread, or a plain `403` / `400`. `head` holds what was read so far.
+pub(crate) async fn handshake(
+    request: UpgradeRequest,
+    mut io: TcpStream,
+    mut head: BytesMut,
+    peer: Option<SocketAddr>,
+    shared: Arc<Shared>,
+) {
+    let early = head.split_off(request.head_len);
+    let admission = Admission {
+        origin: request.origin.as_deref(),
+        host: request.host.as_deref(),
+        secure: false,
+        query: &request.query,
+        peer,
+    };
+    let offers_phoenix = request
+        .protocols
+        .as_deref()
+        .map(|offered| offered.split(',').any(|p| p.trim() == "phoenix"));
+    let session = match request.target {
+        Target::Echo => None,
+        // A client offering sub-protocols needs one selected: only `phoenix` is spoken.
+        Target::Socket if offers_phoenix == Some(false) => {
+            log::info!(
+                "{}: websocket refused: no phoenix sub-protocol offered",
+                admission.peer()
+            );
+            return respond(&mut io, "403 Forbidden").await;
+        }
+        Target::Socket => match admit(&shared, &admission, "websocket") {
+            Ok(session) => Some(session),
+            Err(refusal) => {
+                log::info!("{}: websocket refused: {refusal}", admission.peer());
+                return respond(&mut io, "403 Forbidden").await;
+            }
+        },
+    };
+    let key = match (&request.key, request.connection_upgrade, request.version_13) {
+        (Some(key), true, true) => key,
+        _ => {
+            log::info!("{}: not a valid WebSocket upgrade", admission.peer());
+            return respond(&mut io, "400 Bad Request").await;
+        }
+    };
+    let accept = hash_key(key.trim().as_bytes());
+    let mut response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {}\r\n",
+        String::from_utf8_lossy(&accept)
+    );
+    if offers_phoenix == Some(true) {
+        response.push_str("sec-websocket-protocol: phoenix\r\n");
+    }
+    response.push_str("\r\n");
+    if io.write_all(response.as_bytes()).await.is_err() {
+        return;
+    }
+    let limits = Limits::of(&shared.config);
+    match session {
+        Some(session) => serve(session, io, early, limits),
+        None => serve(Echo, io, early, limits),
+    }
+}
+
+/// `{mount}/websocket` that reached actix-web: not an upgrade opening a connection.
+/// Admission still comes first (a refused client gets 403, as from Phoenix), then 400.
+pub(crate) async fn not_upgraded(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    if req.method() == Method::GET {
+        if let Err(refusal) = admit(&shared, &Admission::of(&req), "websocket") {
+            log::info!("{}: websocket refused: {refusal}", super::peer(&req));
+            return HttpResponse::Forbidden().finish();
+        }
+    }
+    HttpResponse::BadRequest().body("expected a WebSocket upgrade as a connection's first request")
+}
+
+/// A refusal before any upgrade: the status line, no body, and the connection closed.
+async fn respond(io: &mut TcpStream, status: &str) {
+    let response = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    if io.write_all(response.as_bytes()).await.is_ok() {
+        let _ = io.shutdown().await;
+    }
+}
+
+/// Starts serving `stream` (already upgraded; `early` holds any bytes read past the
+/// handshake) with `connection` on the current thread.
+fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limits: Limits) {
+    let (read_half, write_half) = stream.into_split();
+    WsActor::create(move |ctx| {
+        ctx.add_stream(FrameReader {
+            io: read_half,
+            buf: early,
+            codec: Codec::new().max_size(limits.max_message),
+            eof: false,
+        });
+        let outbound = Rc::new(RefCell::new(Outbound::default()));
+        let writer =
+            actix::fut::wrap_future::<_, WsActor<C>>(write_frames(outbound.clone(), write_half));
+        ctx.spawn(writer.map(|result, actor, ctx| {
+            if let Err(error) = result {
+                log::debug!("websocket write failed: {error}");
+            }
+            actor.closed = true;
+            ctx.stop();
+        }));
+        WsActor {
+            connection,
+            limits,
+            outbound,
+            fragments: None,
+            last_seen: Instant::now(),
+            closed: false,
+            grace_armed: false,
+        }
+    });
+}
+
+/// A connection that sends every message back: the Autobahn test target.
+struct Echo;
+
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+enum Never {}
+
+impl Connection for Echo {
+    type Msg = Never;
+
+    fn opened(&mut self, _mailbox: actix::Recipient<Never>) {}
+
+    fn text(&mut self, text: &str, out: &mut dyn Outbox) {
+        out.send(Frame::Text(text.into()));
+    }
+
+    fn binary(&mut self, bytes: Bytes, out: &mut dyn Outbox) {
+        out.send(Frame::Binary(bytes));
+    }
+
+    fn message(&mut self, never: Never, _out: &mut dyn Outbox) {
+        match never {}
+    }
+
+    fn closed(&mut self) {}
+}
+
+/// Frames waiting for the writer; shared by the actor and its writer future, which run
+/// on the same thread.
+#[derive(Default)]
+struct Outbound {
+    messages: VecDeque<Message>,
+    /// Payload bytes queued or being written.
+    bytes: usize,
+    /// A close frame is queued: nothing is queued after it.
+    closing: bool,
+    writer: Option<Waker>,
+}
+
+impl Outbound {
+    fn push(&mut self, message: Message, len: usize) {
+        self.messages.push_back(message);
+        self.bytes += len;
+        if let Some(writer) = self.writer.take() {
+            writer.wake();
+        }
+    }
+}
+
+/// Writes whatever is queued, all of it in one write, until a close frame has been
+/// written (`Ok`) or the peer is gone (`Err`).
+async fn write_frames(outbound: Rc<RefCell<Outbound>>, mut io: OwnedWriteHalf) -> io::Result<()> {
+    let mut codec = Codec::new();
+    loop {
+        let (batch, bytes) = poll_fn(|cx| {
+            let mut out = outbound.borrow_mut();
+            if out.messages.is_empty() {
+                out.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready((std::mem::take(&mut out.messages), out.bytes))
+        })
+        .await;
+        let mut buf = BytesMut::with_capacity(bytes + batch.len() * 14);
+        let mut closed = false;
+        for message in batch {
+            closed |= matches!(message, Message::Close(_));
+            codec
+                .encode(message, &mut buf)
+                .map_err(|error| io::Error::other(error.to_string()))?;
+        }
+        io.write_all(&buf).await?;
+        outbound.borrow_mut().bytes -= bytes;
+        if closed {
+            io.shutdown().await?;
+            return Ok(());
+        }
+    }
+}
+
+/// Reads frames from the socket. Between messages it holds no buffer.
+struct FrameReader {
+    io: OwnedReadHalf,
+    buf: BytesMut,
+    codec: Codec,
+    eof: bool,
+}
+
+/// Bytes read from the socket per read call.
+const READ_CHUNK: usize = 8 * 1024;
+
+impl futures_core::Stream for FrameReader {
+    type Item = Result<WsFrame, ProtocolError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if !this.buf.is_empty() {
+                match this.codec.decode(&mut this.buf) {
+                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                    Ok(None) => {}
+                    Err(error) => return Poll::Ready(Some(Err(error))),
+                }
+            }
+            if this.eof {
+                return Poll::Ready(None);
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut read = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => this.eof = true,
+                Poll::Ready(Ok(())) => this.buf.extend_from_slice(read.filled()),
+                Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(ProtocolError::Io(error)))),
+                Poll::Pending => {
+                    if this.buf.is_empty() {
+                        // An idle connection keeps no read buffer.
+                        this.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
 }
 
 /// A fragmented message being reassembled.
@@ -70,59 +377,133 @@ struct Fragments {
     valid_up_to: usize,
 }
 
+impl Fragments {
+    /// Validates the UTF-8 received so far, failing as soon as a sequence is invalid
+    /// (not merely incomplete, unless this is the last fragment).
+    fn extend_valid_utf8(&mut self, last: bool) -> bool {
+        match std::str::from_utf8(&self.data[self.valid_up_to..]) {
+            Ok(_) => {
+                self.valid_up_to = self.data.len();
+                true
+            }
+            Err(error) => {
+                self.valid_up_to += error.valid_up_to();
+                error.error_len().is_none() && !last
+            }
+        }
+    }
+}
+
 /// One WebSocket connection, driving a [`Connection`].
 struct WsActor<C: Connection> {
     connection: C,
     limits: Limits,
+    outbound: Rc<RefCell<Outbound>>,
     fragments: Option<Fragments>,
     last_seen: Instant,
+    /// A close frame is queued (or the peer is gone): nothing more is read or sent.
     closed: bool,
+    /// The timer that drops a closing connection is running.
+    grace_armed: bool,
 }
 
-/// The [`Outbox`] over actix's WebSocket context.
-struct WsOutbox<'a, C: Connection> {
-    ctx: &'a mut WebsocketContext<WsActor<C>>,
+/// The [`Outbox`] over the outbound queue.
+struct WsOutbox<'a> {
+    outbound: &'a RefCell<Outbound>,
+    limits: &'a Limits,
     closed: &'a mut bool,
 }
 
-impl<C: Connection> Outbox for WsOutbox<'_, C> {
+impl WsOutbox<'_> {
+    fn queue_close(&mut self, code: u16, reason: &str) {
+        *self.closed = true;
+        let mut out = self.outbound.borrow_mut();
+        out.closing = true;
+        let reason = CloseReason {
+            code: CloseCode::from(code),
+            description: Some(reason.to_owned()),
+        };
+        out.push(Message::Close(Some(reason)), 0);
+    }
+}
+
+impl Outbox for WsOutbox<'_> {
     fn send(&mut self, frame: Frame) {
         if *self.closed {
             return;
         }
-        match frame {
-            Frame::Text(text) => self.ctx.text(text),
-            Frame::Binary(bytes) => self.ctx.binary(bytes),
+        let (message, len) = match frame {
+            Frame::Text(text) => {
+                let len = text.len();
+                (Message::Text(text), len)
+            }
+            Frame::Binary(bytes) => {
+                let len = bytes.len();
+                (Message::Binary(bytes), len)
+            }
+        };
+        let full = {
+            let mut out = self.outbound.borrow_mut();
+            out.push(message, len);
+            out.messages.len() > self.limits.max_outbound_frames
+                || out.bytes > self.limits.max_outbound_bytes
+        };
+        if full {
+            let (frames, bytes) = {
+                let mut out = self.outbound.borrow_mut();
+                let queued = (out.messages.len(), out.bytes);
+                // The client is not reading: what is queued will not reach it in time.
+                out.messages.clear();
+                queued
+            };
+            log::warn!(
+                "websocket closed with 1008: outbound queue full ({frames} frames, {bytes} bytes): the client is not reading"
+            );
+            self.queue_close(close_code::POLICY, "outbound queue full");
         }
     }
 
     fn close(&mut self, code: u16, reason: &str) {
-        if std::mem::replace(self.closed, true) {
-            return;
+        if !*self.closed {
+            self.queue_close(code, reason);
         }
-        self.ctx.close(Some(CloseReason {
-            code: CloseCode::from(code),
-            description: Some(reason.to_owned()),
-        }));
-        self.ctx.stop();
     }
 }
 
 impl<C: Connection> WsActor<C> {
-    fn outbox<'a>(closed: &'a mut bool, ctx: &'a mut WebsocketContext<Self>) -> WsOutbox<'a, C> {
-        WsOutbox { ctx, closed }
+    fn outbox(&mut self) -> (&mut C, WsOutbox<'_>) {
+        let outbox = WsOutbox {
+            outbound: &self.outbound,
+            limits: &self.limits,
+            closed: &mut self.closed,
+        };
+        (&mut self.connection, outbox)
     }
 
-    fn fail(&mut self, code: u16, reason: &str, ctx: &mut WebsocketContext<Self>) {
+    /// Closes with `code`; a client that does not take the close frame within the grace
+    /// period is dropped.
+    fn fail(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
         log::warn!("websocket closed with {code}: {reason}");
-        Self::outbox(&mut self.closed, ctx).close(code, reason);
+        self.close(code, reason, ctx);
     }
 
-    fn deliver_text(&mut self, data: &[u8], ctx: &mut WebsocketContext<Self>) {
+    fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
+        self.outbox().1.close(code, reason);
+        self.drop_after_grace(ctx);
+    }
+
+    fn drop_after_grace(&mut self, ctx: &mut Context<Self>) {
+        if !std::mem::replace(&mut self.grace_armed, true) {
+            ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+        }
+    }
+
+    fn deliver_text(&mut self, data: &[u8], ctx: &mut Context<Self>) {
         match std::str::from_utf8(data) {
             Ok(text) => {
-                let mut out = Self::outbox(&mut self.closed, ctx);
-                self.connection.text(text, &mut out);
+                let (connection, mut out) = self.outbox();
+                connection.text(text, &mut out);
+                self.after_delivery(ctx);
             }
             Err(_) => self.fail(
                 close_code::INVALID_DATA,
@@ -132,12 +513,29 @@ impl<C: Connection> WsActor<C> {
         }
     }
 
-    fn deliver_binary(&mut self, data: Bytes, ctx: &mut WebsocketContext<Self>) {
-        let mut out = Self::outbox(&mut self.closed, ctx);
-        self.connection.binary(data, &mut out);
+    fn deliver_binary(&mut self, data: Bytes, ctx: &mut Context<Self>) {
+        let (connection, mut out) = self.outbox();
+        connection.binary(data, &mut out);
+        self.after_delivery(ctx);
     }
 
-    fn continuation(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
+    /// A connection that closed while handling a message gets the grace timer too.
+    fn after_delivery(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            self.drop_after_grace(ctx);
+        }
+    }
+
+    fn start_fragments(&mut self, text: bool, first: Bytes) -> Bytes {
+        self.fragments = Some(Fragments {
+            text,
+            data: BytesMut::new(),
+            valid_up_to: 0,
+        });
+        first
+    }
+
+    fn continuation(&mut self, item: Item, ctx: &mut Context<Self>) {
         let (chunk, last) = match item {
             Item::FirstText(_) | Item::FirstBinary(_) if self.fragments.is_some() => {
                 return self.fail(
@@ -179,21 +577,28 @@ impl<C: Connection> WsActor<C> {
         }
     }
 
-    fn start_fragments(&mut self, text: bool, first: Bytes) -> Bytes {
-        self.fragments = Some(Fragments {
-            text,
-            data: BytesMut::new(),
-            valid_up_to: 0,
-        });
-        first
+    fn protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
+        match error {
+            ProtocolError::Overflow => self.fail(close_code::TOO_BIG, "message too big", ctx),
+            // The codec reports reserved bits as InvalidData; anything else from the
+            // socket means the peer is gone.
+            ProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
+                self.fail(close_code::PROTOCOL_ERROR, &io.to_string(), ctx)
+            }
+            ProtocolError::Io(io) => {
+                log::debug!("websocket read failed: {io}");
+                ctx.stop();
+            }
+            other => self.fail(close_code::PROTOCOL_ERROR, &other.to_string(), ctx),
+        }
     }
 
-    fn schedule_idle_check(&self, after: Duration, ctx: &mut WebsocketContext<Self>) {
+    fn schedule_idle_check(&self, after: Duration, ctx: &mut Context<Self>) {
         ctx.run_later(after, |actor, ctx| {
             let idle = actor.last_seen.elapsed();
             if idle >= actor.limits.idle_timeout {
                 log::info!("websocket idle for {idle:?}: closing with 1001");
-                Self::outbox(&mut actor.closed, ctx).close(close_code::GOING_AWAY, "idle timeout");
+                actor.close(close_code::GOING_AWAY, "idle timeout", ctx);
             } else {
                 actor.schedule_idle_check(actor.limits.idle_timeout - idle, ctx);
             }
@@ -201,25 +606,8 @@ impl<C: Connection> WsActor<C> {
     }
 }
 
-impl Fragments {
-    /// Validates the UTF-8 received so far, failing as soon as a sequence is invalid
-    /// (not merely incomplete, unless this is the last fragment).
-    fn extend_valid_utf8(&mut self, last: bool) -> bool {
-        match std::str::from_utf8(&self.data[self.valid_up_to..]) {
-            Ok(_) => {
-                self.valid_up_to = self.data.len();
-                true
-            }
-            Err(error) => {
-                self.valid_up_to += error.valid_up_to();
-                error.error_len().is_none() && !last
-            }
-        }
-    }
-}
-
 impl<C: Connection> Actor for WsActor<C> {
-    type Context = WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.connection.opened(ctx.address().recipient());
@@ -231,65 +619,49 @@ impl<C: Connection> Actor for WsActor<C> {
     }
 }
 
-impl<C: Connection> StreamHandler<Result<ws::Message, ProtocolError>> for WsActor<C> {
-    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C> {
+    fn handle(&mut self, item: Result<WsFrame, ProtocolError>, ctx: &mut Self::Context) {
         if self.closed {
             return;
         }
         self.last_seen = Instant::now();
-        let message = match item {
-            Ok(message) => message,
+        let frame = match item {
+            Ok(frame) => frame,
             Err(error) => return self.protocol_error(error, ctx),
         };
-        match message {
-            ws::Message::Text(_) | ws::Message::Binary(_) if self.fragments.is_some() => self.fail(
+        match frame {
+            WsFrame::Text(_) | WsFrame::Binary(_) if self.fragments.is_some() => self.fail(
                 close_code::PROTOCOL_ERROR,
                 "new message inside a fragmented one",
                 ctx,
             ),
-            ws::Message::Text(text) => {
-                let mut out = Self::outbox(&mut self.closed, ctx);
-                self.connection.text(&text, &mut out);
+            WsFrame::Text(data) => self.deliver_text(&data, ctx),
+            WsFrame::Binary(data) => self.deliver_binary(data, ctx),
+            WsFrame::Continuation(item) => self.continuation(item, ctx),
+            WsFrame::Ping(payload) => {
+                let len = payload.len();
+                self.outbound.borrow_mut().push(Message::Pong(payload), len);
             }
-            ws::Message::Binary(bytes) => self.deliver_binary(bytes, ctx),
-            ws::Message::Continuation(item) => self.continuation(item, ctx),
-            ws::Message::Ping(payload) => ctx.pong(&payload),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Close(reason) => {
+            WsFrame::Pong(_) => {}
+            WsFrame::Close(reason) => {
                 // Echo the client's code, as RFC 6455 §5.5.1 asks; then we are done.
                 self.closed = true;
-                ctx.close(reason.map(|r| CloseReason {
+                let echo = reason.map(|r| CloseReason {
                     code: r.code,
                     description: None,
-                }));
-                ctx.stop();
+                });
+                let mut out = self.outbound.borrow_mut();
+                out.closing = true;
+                out.push(Message::Close(echo), 0);
+                drop(out);
+                self.drop_after_grace(ctx);
             }
         }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
+        // The peer closed its side; whatever is queued cannot matter to it.
         ctx.stop();
-    }
-}
-
-impl<C: Connection> WsActor<C> {
-    fn protocol_error(&mut self, error: ProtocolError, ctx: &mut WebsocketContext<Self>) {
-        match error {
-            ProtocolError::Overflow => self.fail(close_code::TOO_BIG, "message too big", ctx),
-            // actix-web-actors reports a text frame that is not UTF-8 as an I/O error
-            // carrying the Utf8Error's text; a real I/O error means the peer is gone.
-            ProtocolError::Io(io) if io.to_string().contains("utf-8") => self.fail(
-                close_code::INVALID_DATA,
-                "invalid UTF-8 in text message",
-                ctx,
-            ),
-            ProtocolError::Io(io) => {
-                log::debug!("websocket read failed: {io}");
-                self.closed = true;
-                ctx.stop();
-            }
-            other => self.fail(close_code::PROTOCOL_ERROR, &other.to_string(), ctx),
-        }
     }
 }
 
@@ -297,49 +669,8 @@ impl<C: Connection> Handler<C::Msg> for WsActor<C> {
     type Result = ();
 
     fn handle(&mut self, msg: C::Msg, ctx: &mut Self::Context) {
-        let mut out = Self::outbox(&mut self.closed, ctx);
-        self.connection.message(msg, &mut out);
-    }
-}
-
-/// A connection that sends every message back: the Autobahn test target, served only
-/// when the `echo-endpoint` feature is on.
-#[cfg(feature = "echo-endpoint")]
-pub(crate) mod echo {
-    use super::*;
-
-    pub(crate) struct Echo;
-
-    #[derive(actix::Message)]
-    #[rtype(result = "()")]
-    pub(crate) enum Never {}
-
-    impl Connection for Echo {
-        type Msg = Never;
-
-        fn opened(&mut self, _mailbox: actix::Recipient<Never>) {}
-
-        fn text(&mut self, text: &str, out: &mut dyn Outbox) {
-            out.send(Frame::Text(text.into()));
-        }
-
-        fn binary(&mut self, bytes: Bytes, out: &mut dyn Outbox) {
-            out.send(Frame::Binary(bytes));
-        }
-
-        fn message(&mut self, never: Never, _out: &mut dyn Outbox) {
-            match never {}
-        }
-
-        fn closed(&mut self) {}
-    }
-
-    /// `GET {path}`: upgrades without admission and echoes.
-    pub(crate) async fn handshake(
-        req: HttpRequest,
-        body: web::Payload,
-        shared: web::Data<Arc<Shared>>,
-    ) -> actix_web::Result<HttpResponse> {
-        upgrade(Echo, &shared.config, &req, body)
+        let (connection, mut out) = self.outbox();
+        connection.message(msg, &mut out);
+        self.after_delivery(ctx);
     }
 }
