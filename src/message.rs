@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Topic of the socket itself: heartbeats only, never joinable.
@@ -56,10 +57,24 @@ impl From<&str> for Ref {
 }
 
 /// A message payload: JSON, or raw bytes (V2 binary frames only).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Payload {
     Json(Value),
     Binary(Bytes),
+    /// JSON already encoded, written as it is: for payloads the server builds as text
+    /// (presence), so no value tree is made for them. Never decoded from a client.
+    Encoded(Arc<RawValue>),
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Payload::Json(a), Payload::Json(b)) => a == b,
+            (Payload::Binary(a), Payload::Binary(b)) => a == b,
+            (Payload::Encoded(a), Payload::Encoded(b)) => a.get() == b.get(),
+            _ => false,
+        }
+    }
 }
 
 impl Payload {
@@ -68,10 +83,16 @@ impl Payload {
         Payload::Json(Value::Object(Default::default()))
     }
 
+    /// JSON text that is known to be valid, e.g. built by the server.
+    pub fn encoded(json: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(|raw| Payload::Encoded(raw.into()))
+    }
+
+    /// The JSON value of a decoded payload (`None` for binary and pre-encoded ones).
     pub fn as_json(&self) -> Option<&Value> {
         match self {
             Payload::Json(v) => Some(v),
-            Payload::Binary(_) => None,
+            Payload::Binary(_) | Payload::Encoded(_) => None,
         }
     }
 }

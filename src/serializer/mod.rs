@@ -14,7 +14,7 @@ use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::message::{Broadcast, Message, Push, Ref, Reply};
+use crate::message::{Broadcast, Message, Payload, Push, Ref, Reply};
 
 /// Which Phoenix serializer a connection speaks, fixed for its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -204,7 +204,34 @@ impl Serialize for JsonRef<'_> {
 #[derive(Serialize)]
 struct ReplyPayload<'a> {
     status: &'static str,
-    response: &'a Value,
+    response: JsonPayload<'a>,
+}
+
+/// A payload that travels as JSON text: a value, or text encoded before.
+#[derive(Clone, Copy)]
+enum JsonPayload<'a> {
+    Value(&'a Value),
+    Encoded(&'a serde_json::value::RawValue),
+}
+
+impl<'a> JsonPayload<'a> {
+    /// The JSON form of `payload`, or its bytes if it is binary.
+    fn of(payload: &'a Payload) -> Result<Self, &'a Bytes> {
+        match payload {
+            Payload::Json(value) => Ok(JsonPayload::Value(value)),
+            Payload::Encoded(raw) => Ok(JsonPayload::Encoded(raw)),
+            Payload::Binary(bytes) => Err(bytes),
+        }
+    }
+}
+
+impl Serialize for JsonPayload<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            JsonPayload::Value(value) => value.serialize(serializer),
+            JsonPayload::Encoded(raw) => raw.serialize(serializer),
+        }
+    }
 }
 
 /// Serializes straight into one `String`, the text of a frame.

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    ref_from_json, string_from_json, text_frame, DecodeError, EncodeError, Frame, JsonRef,
-    ReplyPayload,
+    ref_from_json, string_from_json, text_frame, DecodeError, EncodeError, Frame, JsonPayload,
+    JsonRef, ReplyPayload,
 };
 use crate::message::{event, Broadcast, Message, Payload, Push, Ref, Reply};
 
@@ -62,8 +62,8 @@ pub(super) fn encode_broadcast(broadcast: &Broadcast<'_>) -> Result<Frame, Encod
     Ok(envelope(broadcast.topic, broadcast.event, payload, None))
 }
 
-fn json(payload: &Payload) -> Result<&Value, EncodeError> {
-    payload.as_json().ok_or(EncodeError::BinaryOnV1)
+fn json(payload: &Payload) -> Result<JsonPayload<'_>, EncodeError> {
+    JsonPayload::of(payload).map_err(|_| EncodeError::BinaryOnV1)
 }
 
 fn envelope(topic: &str, event: &str, payload: impl Serialize, msg_ref: Option<&Ref>) -> Frame {

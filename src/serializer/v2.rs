@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    ref_from_json, string_from_json, text_frame, DecodeError, EncodeError, Frame, JsonRef,
-    ReplyPayload,
+    ref_from_json, string_from_json, text_frame, DecodeError, EncodeError, Frame, JsonPayload,
+    JsonRef, ReplyPayload,
 };
 use crate::message::{event, Broadcast, Message, Payload, Push, Ref, Reply};
 
@@ -82,8 +82,8 @@ pub(super) fn decode_binary(frame: Bytes) -> Result<Message, DecodeError> {
 }
 
 pub(super) fn encode_reply(reply: &Reply<'_>) -> Result<Frame, EncodeError> {
-    match reply.response {
-        Payload::Json(response) => {
+    match JsonPayload::of(reply.response) {
+        Ok(response) => {
             let payload = ReplyPayload {
                 status: reply.status.as_str(),
                 response,
@@ -97,7 +97,7 @@ pub(super) fn encode_reply(reply: &Reply<'_>) -> Result<Frame, EncodeError> {
             ))
         }
         // The status sits where a push has its event; phoenix.js names the event itself.
-        Payload::Binary(response) => binary_frame(
+        Err(response) => binary_frame(
             REPLY,
             &[
                 ("join_ref", &ref_text(reply.join_ref)),
@@ -111,16 +111,16 @@ pub(super) fn encode_reply(reply: &Reply<'_>) -> Result<Frame, EncodeError> {
 }
 
 pub(super) fn encode_push(push: &Push<'_>) -> Result<Frame, EncodeError> {
-    match push.payload {
-        Payload::Json(payload) => Ok(text_message(
+    match JsonPayload::of(push.payload) {
+        Ok(payload) => Ok(text_message(
             push.join_ref,
             push.msg_ref,
             push.topic,
             push.event,
             payload,
         )),
-        Payload::Binary(_) if push.msg_ref.is_some() => Err(EncodeError::RefOnBinaryPush),
-        Payload::Binary(payload) => binary_frame(
+        Err(_) if push.msg_ref.is_some() => Err(EncodeError::RefOnBinaryPush),
+        Err(payload) => binary_frame(
             PUSH,
             &[
                 ("join_ref", &ref_text(push.join_ref)),
@@ -138,11 +138,9 @@ pub(super) fn encode_broadcast(broadcast: &Broadcast<'_>) -> Result<Frame, Encod
         event,
         payload,
     } = *broadcast;
-    match payload {
-        Payload::Json(payload) => Ok(text_message(None, None, topic, event, payload)),
-        Payload::Binary(payload) => {
-            binary_frame(BROADCAST, &[("topic", topic), ("event", event)], payload)
-        }
+    match JsonPayload::of(payload) {
+        Ok(payload) => Ok(text_message(None, None, topic, event, payload)),
+        Err(payload) => binary_frame(BROADCAST, &[("topic", topic), ("event", event)], payload),
     }
 }
 

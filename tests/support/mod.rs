@@ -72,7 +72,7 @@ impl Channel for EchoChannel {
             }
             "bin" => match payload {
                 Payload::Binary(bytes) => Reply::Ok(Payload::Binary(bytes)),
-                Payload::Json(_) => Reply::reason("expected binary"),
+                Payload::Json(_) | Payload::Encoded(_) => Reply::reason("expected binary"),
             },
             "push_me" => {
                 ctx.push("pushed", json!({"n": 1}));
