@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::Recipient;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::channel::InstanceId;
 use crate::message::Payload;
@@ -42,31 +42,55 @@ struct TopicPresence {
     pending: Option<Diff>,
 }
 
+/// One tracked meta: its JSON object, encoded once when tracked.
 struct TrackedMeta {
     instance: InstanceId,
-    meta: Value,
+    meta: Arc<str>,
 }
 
 #[derive(Default)]
 struct Diff {
-    joins: BTreeMap<String, Vec<Value>>,
-    leaves: BTreeMap<String, Vec<Value>>,
+    joins: BTreeMap<String, Vec<Arc<str>>>,
+    leaves: BTreeMap<String, Vec<Arc<str>>>,
 }
 
 impl Diff {
     fn to_payload(&self) -> Payload {
-        Payload::Json(json!({
-            "joins": metas_by_key(&self.joins),
-            "leaves": metas_by_key(&self.leaves),
-        }))
+        let mut json = String::from("{\"joins\":");
+        write_metas_by_key(&mut json, self.joins.iter().map(|(k, m)| (k, m.iter())));
+        json.push_str(",\"leaves\":");
+        write_metas_by_key(&mut json, self.leaves.iter().map(|(k, m)| (k, m.iter())));
+        json.push('}');
+        encoded(json)
     }
 }
 
-fn metas_by_key(map: &BTreeMap<String, Vec<Value>>) -> Value {
-    map.iter()
-        .map(|(key, metas)| (key.clone(), json!({ "metas": metas })))
-        .collect::<Map<_, _>>()
-        .into()
+/// Writes `{"key":{"metas":[meta,...]},...}` from encoded metas.
+fn write_metas_by_key<'a, M>(json: &mut String, keys: impl Iterator<Item = (&'a String, M)>)
+where
+    M: Iterator<Item = &'a Arc<str>>,
+{
+    json.push('{');
+    for (i, (key, metas)) in keys.enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&Value::from(key.as_str()).to_string());
+        json.push_str(":{\"metas\":[");
+        for (j, meta) in metas.enumerate() {
+            if j > 0 {
+                json.push(',');
+            }
+            json.push_str(meta);
+        }
+        json.push_str("]}");
+    }
+    json.push('}');
+}
+
+/// A payload from JSON text this module wrote itself.
+fn encoded(json: String) -> Payload {
+    Payload::encoded(json).expect("presence writes valid JSON")
 }
 
 /// A fresh `phx_ref`: unique per track and per process run.
@@ -101,9 +125,11 @@ impl Presence {
 
     /// The current state of `topic`, as `presence_state` would carry it.
     pub fn list(&self, topic: &str) -> Value {
-        self.topics()
-            .get(topic)
-            .map_or_else(|| json!({}), |t| t.state_json())
+        let topics = self.topics();
+        let Some(presence) = topics.get(topic) else {
+            return Value::Object(Map::new());
+        };
+        serde_json::from_str(&presence.state_json()).expect("presence writes valid JSON")
     }
 
     /// Adds a meta for `instance`; returns the state to push to it and whether a flush
@@ -114,9 +140,9 @@ impl Presence {
         instance: InstanceId,
         key: &str,
         mut meta: Map<String, Value>,
-    ) -> (Value, bool) {
+    ) -> (Payload, bool) {
         meta.insert("phx_ref".into(), Value::String(fresh_phx_ref()));
-        let meta = Value::Object(meta);
+        let meta: Arc<str> = Value::Object(meta).to_string().into();
         let mut topics = self.topics();
         let presence = topics.entry(topic.clone()).or_default();
         presence
@@ -130,7 +156,7 @@ impl Presence {
         let schedule = presence.pending.is_none();
         let pending = presence.pending.get_or_insert_with(Diff::default);
         pending.joins.entry(key.to_owned()).or_default().push(meta);
-        (presence.state_json(), schedule)
+        (encoded(presence.state_json()), schedule)
     }
 
     /// Removes the meta of `instance` under `key`.
@@ -196,15 +222,16 @@ impl Presence {
 }
 
 impl TopicPresence {
-    fn state_json(&self) -> Value {
-        self.state
-            .iter()
-            .map(|(key, metas)| {
-                let metas: Vec<&Value> = metas.iter().map(|m| &m.meta).collect();
-                (key.clone(), json!({ "metas": metas }))
-            })
-            .collect::<Map<_, _>>()
-            .into()
+    /// The `presence_state` payload's text: the whole current state.
+    fn state_json(&self) -> String {
+        let mut json = String::new();
+        write_metas_by_key(
+            &mut json,
+            self.state
+                .iter()
+                .map(|(key, metas)| (key, metas.iter().map(|m| &m.meta))),
+        );
+        json
     }
 }
 
@@ -242,7 +269,7 @@ impl Tracked {
             instance,
             topic: topic.clone(),
             event: "presence_state".to_owned(),
-            payload: Payload::Json(state),
+            payload: state,
         });
         if schedule {
             self.presence.schedule_flush(topic.clone());
@@ -254,5 +281,83 @@ impl Tracked {
         if let Some((topic, instance)) = &self.started {
             self.presence.untrack(topic, *instance, &self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn meta(online_at: u64) -> Map<String, Value> {
+        json!({ "online_at": online_at })
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    fn text(payload: &Payload) -> Value {
+        match payload {
+            Payload::Encoded(raw) => serde_json::from_str(raw.get()).unwrap(),
+            other => panic!("expected an encoded payload, got {other:?}"),
+        }
+    }
+
+    #[actix::test]
+    async fn state_and_diff_in_the_phoenix_js_format() {
+        let presence = Presence::new(&PubSub::new());
+        let topic: Arc<str> = "room:a".into();
+        let (a1, a2, b) = (InstanceId::next(), InstanceId::next(), InstanceId::next());
+        let (state, schedule) = presence.track(&topic, a1, "al\"ice", meta(1));
+        assert!(schedule);
+        let state = text(&state);
+        let ref1 = state["al\"ice"]["metas"][0]["phx_ref"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(state["al\"ice"]["metas"][0]["online_at"], 1);
+        let (_, schedule) = presence.track(&topic, a2, "al\"ice", meta(2));
+        assert!(!schedule, "one flush per window");
+        presence.track(&topic, b, "bob", meta(3));
+        let listed = presence.list("room:a");
+        assert_eq!(listed["al\"ice"]["metas"].as_array().unwrap().len(), 2);
+        let ref2 = listed["al\"ice"]["metas"][1]["phx_ref"].as_str().unwrap();
+        assert_ne!(ref1, ref2, "a fresh phx_ref per track");
+
+        presence.untrack("room:a", a1, "al\"ice");
+        let diff = {
+            let mut topics = presence.topics();
+            text(
+                &topics
+                    .get_mut("room:a")
+                    .unwrap()
+                    .pending
+                    .take()
+                    .unwrap()
+                    .to_payload(),
+            )
+        };
+        assert_eq!(
+            diff["joins"]["al\"ice"]["metas"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(diff["joins"]["bob"]["metas"][0]["online_at"], 3);
+        assert_eq!(
+            diff["leaves"]["al\"ice"]["metas"][0]["phx_ref"],
+            ref1.as_str()
+        );
+        assert_eq!(
+            presence.list("room:a")["al\"ice"]["metas"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        presence.untrack("room:a", a2, "al\"ice");
+        presence.untrack("room:a", b, "bob");
+        assert_eq!(presence.list("room:a"), json!({}));
+        presence.flush("room:a");
+        assert!(presence.topics().is_empty(), "an empty topic is forgotten");
     }
 }

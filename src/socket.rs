@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Connect parameters from the query string: flat keys, percent-decoded, last wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,25 +45,33 @@ pub struct ConnectInfo {
 }
 
 /// What `connect` attaches to a connection; every channel on it can read them.
+///
+/// A short list rather than a map: a connection has a handful of assigns, and every byte
+/// kept per connection counts (a one-entry `serde_json::Map` alone takes ~630 bytes).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Assigns(Map<String, Value>);
+pub struct Assigns(Vec<(Box<str>, Value)>);
 
 impl Assigns {
     pub fn new() -> Self {
-        Assigns(Map::new())
+        Assigns(Vec::new())
     }
 
+    /// Sets `key`, replacing an earlier value.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.0.insert(key.to_owned(), value.into());
+        let value = value.into();
+        match self.0.iter_mut().find(|(k, _)| &**k == key) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((key.into(), value)),
+        }
         self
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key)
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| v)
     }
 
     pub fn get_str(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(Value::as_str)
+        self.get(key).and_then(Value::as_str)
     }
 }
 
@@ -100,6 +108,17 @@ mod tests {
         assert!(p.has_nested("nested"));
         assert!(!p.has_nested("user"));
         assert_eq!(Params::from_query(""), Params::default());
+    }
+
+    #[test]
+    fn assigns_keep_the_last_value_of_a_key() {
+        let assigns = Assigns::new()
+            .with("user", "a")
+            .with("n", 1)
+            .with("user", "b");
+        assert_eq!(assigns.get_str("user"), Some("b"));
+        assert_eq!(assigns.get("n"), Some(&Value::from(1)));
+        assert_eq!(assigns.get("none"), None);
     }
 
     #[test]
