@@ -11,6 +11,7 @@ use support::{head, reply, start, start_with, Client};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::MaybeTlsStream;
 
 async fn handshake_status(url: String, headers: &[(&'static str, &str)]) -> StatusCode {
     let mut request = url.into_client_request().unwrap();
@@ -809,5 +810,64 @@ async fn handle_info_receives_what_the_channel_sent_itself() {
         c.recv_json().await,
         json!(["1", null, "echo:info", "info", {"k": [1, 2]}])
     );
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_1008_and_spares_others() {
+    let server = start();
+    // A small receive buffer, or loopback's autotuning (up to 32 MB here) would hide
+    // the whole flood in the kernel.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let stream = socket.connect(server.addr()).await.unwrap();
+    let url = format!(
+        "ws://{}/socket/websocket?user=slow&vsn=2.0.0",
+        server.addr()
+    );
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    let mut slow = Client { ws };
+    let mut fast = Client::v2(&server, "fast").await;
+    slow.join("echo:flood", "1", json!({})).await;
+    fast.join("echo:flood", "1", json!({})).await;
+    // 5,000 broadcasts of 4 KB, 20 MB at once: the reading member keeps up, the other's
+    // socket fills and its queue reaches the 1 MiB bound.
+    const COUNT: u64 = 5_000;
+    let pad = "x".repeat(4096);
+    let pubsub = server.services().pubsub.clone();
+    let publisher = std::thread::spawn(move || {
+        for i in 0..COUNT {
+            pubsub.broadcast("echo:flood", "tick", json!({"i": i, "pad": pad}).into());
+        }
+    });
+    for expected in 0..COUNT {
+        let tick = fast.recv_json().await;
+        assert_eq!(
+            tick[4]["i"], expected,
+            "the reading member gets every tick, in order"
+        );
+    }
+    publisher.join().unwrap();
+    // Only now does the slow client read: what the kernel buffered, then the close.
+    let mut read = 0;
+    let code = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut slow.ws),
+        )
+        .await
+        {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => break u16::from(frame.code),
+            Ok(Some(Ok(_))) => read += 1,
+            other => panic!("expected a close frame after {read} frames, got {other:?}"),
+        }
+    };
+    assert!(
+        read < COUNT,
+        "the slow client was cut off, not served everything"
+    );
+    assert_eq!(code, 1008);
     server.stop();
 }

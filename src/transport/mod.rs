@@ -9,6 +9,7 @@
 pub(crate) mod listener;
 pub mod longpoll;
 pub mod origin;
+mod outbound;
 pub mod websocket;
 
 use std::net::SocketAddr;

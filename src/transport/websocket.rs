@@ -13,18 +13,16 @@
 //! whole life, 12.5 KB per idle upgraded connection; here an idle one holds none.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler};
-use actix_codec::{Decoder, Encoder};
+use actix_codec::Decoder;
 use actix_http::ws::{
     hash_key, CloseCode, CloseReason, Codec, Frame as WsFrame, Item, Message, ProtocolError,
 };
@@ -33,8 +31,9 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 
+use super::outbound::{self, Bound, Outbound, Queued};
 use super::{admit, close_code, Admission, Connection, Outbox};
 use crate::config::Config;
 use crate::endpoint::Shared;
@@ -222,9 +221,12 @@ fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limit
             codec: Codec::new().max_size(limits.max_message),
             eof: false,
         });
-        let outbound = Rc::new(RefCell::new(Outbound::default()));
-        let writer =
-            actix::fut::wrap_future::<_, WsActor<C>>(write_frames(outbound.clone(), write_half));
+        let bound = Bound {
+            frames: limits.max_outbound_frames,
+            bytes: limits.max_outbound_bytes,
+        };
+        let outbound = Outbound::new(write_half, bound);
+        let writer = actix::fut::wrap_future::<_, WsActor<C>>(outbound::write(outbound.clone()));
         ctx.spawn(writer.map(|result, actor, ctx| {
             if let Err(error) = result {
                 log::debug!("websocket write failed: {error}");
@@ -269,59 +271,6 @@ impl Connection for Echo {
     }
 
     fn closed(&mut self) {}
-}
-
-/// Frames waiting for the writer; shared by the actor and its writer future, which run
-/// on the same thread.
-#[derive(Default)]
-struct Outbound {
-    messages: VecDeque<Message>,
-    /// Payload bytes queued or being written.
-    bytes: usize,
-    /// A close frame is queued: nothing is queued after it.
-    closing: bool,
-    writer: Option<Waker>,
-}
-
-impl Outbound {
-    fn push(&mut self, message: Message, len: usize) {
-        self.messages.push_back(message);
-        self.bytes += len;
-        if let Some(writer) = self.writer.take() {
-            writer.wake();
-        }
-    }
-}
-
-/// Writes whatever is queued, all of it in one write, until a close frame has been
-/// written (`Ok`) or the peer is gone (`Err`).
-async fn write_frames(outbound: Rc<RefCell<Outbound>>, mut io: OwnedWriteHalf) -> io::Result<()> {
-    let mut codec = Codec::new();
-    loop {
-        let (batch, bytes) = poll_fn(|cx| {
-            let mut out = outbound.borrow_mut();
-            if out.messages.is_empty() {
-                out.writer = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            Poll::Ready((std::mem::take(&mut out.messages), out.bytes))
-        })
-        .await;
-        let mut buf = BytesMut::with_capacity(bytes + batch.len() * 14);
-        let mut closed = false;
-        for message in batch {
-            closed |= matches!(message, Message::Close(_));
-            codec
-                .encode(message, &mut buf)
-                .map_err(|error| io::Error::other(error.to_string()))?;
-        }
-        io.write_all(&buf).await?;
-        outbound.borrow_mut().bytes -= bytes;
-        if closed {
-            io.shutdown().await?;
-            return Ok(());
-        }
-    }
 }
 
 /// Reads frames from the socket. Between messages it holds no buffer.
@@ -410,21 +359,7 @@ struct WsActor<C: Connection> {
 /// The [`Outbox`] over the outbound queue.
 struct WsOutbox<'a> {
     outbound: &'a RefCell<Outbound>,
-    limits: &'a Limits,
     closed: &'a mut bool,
-}
-
-impl WsOutbox<'_> {
-    fn queue_close(&mut self, code: u16, reason: &str) {
-        *self.closed = true;
-        let mut out = self.outbound.borrow_mut();
-        out.closing = true;
-        let reason = CloseReason {
-            code: CloseCode::from(code),
-            description: Some(reason.to_owned()),
-        };
-        out.push(Message::Close(Some(reason)), 0);
-    }
 }
 
 impl Outbox for WsOutbox<'_> {
@@ -432,40 +367,24 @@ impl Outbox for WsOutbox<'_> {
         if *self.closed {
             return;
         }
-        let (message, len) = match frame {
-            Frame::Text(text) => {
-                let len = text.len();
-                (Message::Text(text), len)
-            }
-            Frame::Binary(bytes) => {
-                let len = bytes.len();
-                (Message::Binary(bytes), len)
-            }
+        let message = match frame {
+            Frame::Text(text) => Message::Text(text),
+            Frame::Binary(bytes) => Message::Binary(bytes),
         };
-        let full = {
-            let mut out = self.outbound.borrow_mut();
-            out.push(message, len);
-            out.messages.len() > self.limits.max_outbound_frames
-                || out.bytes > self.limits.max_outbound_bytes
-        };
-        if full {
-            let (frames, bytes) = {
-                let mut out = self.outbound.borrow_mut();
-                let queued = (out.messages.len(), out.bytes);
-                // The client is not reading: what is queued will not reach it in time.
-                out.messages.clear();
-                queued
-            };
+        if let Queued::Overflow { frames, bytes } = self.outbound.borrow_mut().push(message) {
+            *self.closed = true;
             log::warn!(
-                "websocket closed with 1008: outbound queue full ({frames} frames, {bytes} bytes): the client is not reading"
+                "websocket closed with 1008: the client is not reading ({frames} frames, {bytes} bytes waiting)"
             );
-            self.queue_close(close_code::POLICY, "outbound queue full");
         }
     }
 
     fn close(&mut self, code: u16, reason: &str) {
-        if !*self.closed {
-            self.queue_close(code, reason);
+        if !std::mem::replace(self.closed, true) {
+            self.outbound.borrow_mut().close(Some(CloseReason {
+                code: CloseCode::from(code),
+                description: Some(reason.to_owned()),
+            }));
         }
     }
 }
@@ -474,7 +393,6 @@ impl<C: Connection> WsActor<C> {
     fn outbox(&mut self) -> (&mut C, WsOutbox<'_>) {
         let outbox = WsOutbox {
             outbound: &self.outbound,
-            limits: &self.limits,
             closed: &mut self.closed,
         };
         (&mut self.connection, outbox)
@@ -639,8 +557,7 @@ impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C>
             WsFrame::Binary(data) => self.deliver_binary(data, ctx),
             WsFrame::Continuation(item) => self.continuation(item, ctx),
             WsFrame::Ping(payload) => {
-                let len = payload.len();
-                self.outbound.borrow_mut().push(Message::Pong(payload), len);
+                self.outbound.borrow_mut().push(Message::Pong(payload));
             }
             WsFrame::Pong(_) => {}
             WsFrame::Close(reason) => {
@@ -650,10 +567,7 @@ impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C>
                     code: r.code,
                     description: None,
                 });
-                let mut out = self.outbound.borrow_mut();
-                out.closing = true;
-                out.push(Message::Close(echo), 0);
-                drop(out);
+                self.outbound.borrow_mut().close(echo);
                 self.drop_after_grace(ctx);
             }
         }
