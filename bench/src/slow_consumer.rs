@@ -1,0 +1,457 @@
+//! `slow-consumer`: `members` join one topic; one of them (the slow one) never reads
+//! its socket after its join reply (it stays open, and heartbeats every 30 s so that an
+//! idle timeout is not what ends it). A publisher posts `rate` messages per second of
+//! `payload_bytes` characters for `duration_secs`.
+//!
+//! Recorded: whether and when the server gave up on the slow connection, watched every
+//! 100 ms without reading it: the server side of its TCP connection in `/proc/net/tcp`
+//! (leaving ESTABLISHED means the server closed it, even when its FIN is still stuck
+//! behind unread data) and `poll(POLLRDHUP)` on the client side; at the end the slow
+//! socket is drained to see how it ended (close frame and code, EOF, reset, or still
+//! open). Also: the other members' delivery latency and loss, and the server's RSS over
+//! time.
+
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+
+use crate::cli::SlowConsumerArgs;
+use crate::client::{Closed, Conn, HEARTBEAT};
+use crate::member::{collect_setups, finish_members, spawn_members, tally_ends, Ended, Spec};
+use crate::proc::{rss_bytes, CpuMeter, RssSampler};
+use crate::report::{mib, round1, Counters, Latency, Outcome};
+use crate::throughput::{parse_body, publisher, wait_deliveries, PublisherSpec, Subscriber};
+use crate::wire;
+use crate::{Ctx, Error, Result};
+
+/// What was seen of the slow connection while the topic was broadcasting.
+#[derive(Debug, Default, Serialize)]
+struct Watch {
+    /// Milliseconds after the first publish when the server-side TCP socket left
+    /// ESTABLISHED, and the state it was in.
+    server_closed_at_ms: Option<u64>,
+    server_state: Option<String>,
+    /// The server-side TCP state at the last look, before the drain.
+    server_state_last: Option<String>,
+    /// Largest send queue of the server-side socket (bytes in the server's kernel).
+    server_tx_queue_max: u64,
+    /// Milliseconds after the first publish when the client side saw the peer hang up
+    /// (POLLRDHUP / POLLHUP / POLLERR).
+    client_hup_at_ms: Option<u64>,
+    /// Largest number of unread bytes in the slow client's receive queue.
+    client_unread_max: u64,
+    heartbeat_error: Option<String>,
+}
+
+pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
+    if args.members < 2 || !(args.rate > 0.0 && args.rate.is_finite()) {
+        return Err(Error(
+            "--members must be at least 2 (one of them is the slow one) and --rate positive".into(),
+        ));
+    }
+    let mut out = Outcome::new("slow-consumer");
+    let pid = ctx.server_pid;
+    let prefix: Arc<str> = format!("{}/p", ctx.run_id).into();
+    let progress = Counters::new(64);
+    let latency = Arc::new(Latency::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let normal = args.members - 1;
+
+    let members = (0..normal).map(|i| {
+        let spec = Spec {
+            user: format!("slow-peer-{i}"),
+            topic: args.topic.clone(),
+        };
+        let sub = Subscriber::new(i, prefix.clone(), 1, progress.clone(), latency.clone());
+        (spec, sub)
+    });
+    let (handles, mut setup_rx) = spawn_members(ctx, members, 100, &stop_rx);
+    let setups = collect_setups(ctx, &mut setup_rx, normal).await;
+
+    let slow_user = format!("slow-{}", ctx.run_id);
+    let mut slow = Conn::open(&ctx.target, &slow_user, ctx.timeout)
+        .await
+        .map_err(|e| Error(format!("the slow member: {e}")))?;
+    slow.join(&args.topic, ctx.timeout, &mut |_, _| {})
+        .await
+        .map_err(|e| Error(format!("the slow member: {e}")))?;
+    let slow_local = slow.local_addr();
+
+    // The publisher joins, then everything starts.
+    let (start_tx, start_rx) = watch::channel(None);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let spec = PublisherSpec {
+        id: 0,
+        user: format!("slow-pub-{}", ctx.run_id),
+        topic: args.topic.clone(),
+        rate: Some(args.rate),
+        window: ((args.rate * 10.0) as usize).max(1_000),
+        duration: Duration::from_secs(args.duration_secs),
+        pad_to: args.payload_bytes as usize,
+        prefix: prefix.clone(),
+    };
+    let publishing = tokio::spawn(publisher(ctx.clone(), spec, ready_tx, start_rx));
+    let publisher_ready = matches!(ready_rx.recv().await, Some(Ok(())));
+
+    let baseline = pid.and_then(rss_bytes);
+    let sampler = RssSampler::start(pid, Duration::from_millis(250));
+    let cpu = CpuMeter::start(pid);
+    let begin = Instant::now();
+    let _ = start_tx.send(Some(begin));
+
+    // Watch the slow connection without reading it until the publisher is done.
+    let mut seen = Watch::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut heartbeat = tokio::time::interval_at((begin + HEARTBEAT).into(), HEARTBEAT);
+    let fd = slow.raw_fd();
+    tokio::pin!(publishing);
+    let result = loop {
+        tokio::select! {
+            done = &mut publishing => break done.unwrap_or_default(),
+            _ = tick.tick() => observe(&mut seen, fd, slow_local, ctx.target.addr(), begin),
+            _ = heartbeat.tick() => {
+                if seen.heartbeat_error.is_none() {
+                    if let Err(error) = slow.heartbeat().await {
+                        seen.heartbeat_error = Some(format!(
+                            "{} ms: {error}",
+                            begin.elapsed().as_millis()
+                        ));
+                    }
+                }
+            }
+        }
+    };
+    observe(&mut seen, fd, slow_local, ctx.target.addr(), begin);
+    let expected = result.acked * setups.joined as u64;
+    wait_deliveries(&progress, expected, Instant::now() + ctx.timeout).await;
+    observe(&mut seen, fd, slow_local, ctx.target.addr(), begin);
+    let cpu = cpu.stop();
+    let peak = sampler.peak();
+    let end_rss = pid.and_then(rss_bytes);
+    let series: Vec<(f64, u64)> = sampler.series(Duration::from_secs(1));
+
+    let _ = stop_tx.send(true);
+    let (mut ends, lost_tasks) = finish_members(handles, ctx.timeout * 3).await;
+    let (dropped, drop_reasons, _) = tally_ends(&ends);
+    let mut received = 0u64;
+    let mut missing = 0u64;
+    let mut violations = 0u64;
+    for end in ends.iter_mut() {
+        end.handler.latency.flush();
+        if end.ended == Ended::SetupFailed {
+            continue;
+        }
+        received += end.handler.received[0];
+        missing += result.acked.saturating_sub(end.handler.received[0]);
+        violations += end.handler.violations;
+    }
+    let summary = latency.summary();
+
+    // Now read what the slow socket holds, to see how it ended.
+    let drained = drain(slow, &prefix, ctx.timeout).await;
+    let closed_by_server = seen.server_closed_at_ms.is_some()
+        || seen.client_hup_at_ms.is_some()
+        || drained.ended.is_some();
+
+    out.line(format!(
+        "{} members on {} ({} normal joined, 1 slow), publisher at {}/s × {}s, bodies of {} characters",
+        args.members, args.topic, setups.joined, args.rate, args.duration_secs, args.payload_bytes
+    ));
+    out.line(format!(
+        "published {} (ok {}, refused {}); other members: {received} deliveries, missing {missing}, order violations {violations}",
+        result.sent, result.acked, result.refused
+    ));
+    out.line(format!("other members' latency: {}", summary.human()));
+    out.line(format!(
+        "slow member: server-side TCP left ESTABLISHED at {} ({}; last seen {}), client saw a hang-up at {}; server-side send queue up to {}, client unread up to {}",
+        seen.server_closed_at_ms.map_or("never".into(), |t| format!("{t} ms")),
+        seen.server_state.as_deref().unwrap_or("-"),
+        seen.server_state_last.as_deref().unwrap_or("-"),
+        seen.client_hup_at_ms.map_or("never".into(), |t| format!("{t} ms")),
+        mib(seen.server_tx_queue_max),
+        mib(seen.client_unread_max)
+    ));
+    let last_sent_ms = drained
+        .last
+        .map(|(_, nanos)| nanos.saturating_sub(wire::nanos_of(begin)) / 1_000_000);
+    out.line(format!(
+        "slow member drained at the end: {} messages ({}, the last one published at {}) then {}",
+        drained.messages,
+        mib(drained.bytes),
+        last_sent_ms.map_or("-".into(), |t| format!("{t} ms")),
+        drained
+            .ended
+            .as_ref()
+            .map_or("still open (the server never closed it)".to_owned(), |c| c
+                .to_string())
+    ));
+    match (baseline, peak, end_rss) {
+        (Some(b), Some(p), Some(e)) => out.line(format!(
+            "server RSS: baseline {}, max {}, end {}",
+            mib(b),
+            mib(p),
+            mib(e)
+        )),
+        _ => out.line("server RSS: not measured (no --server-pid)"),
+    }
+    out.line(cpu.human());
+
+    if !publisher_ready {
+        out.problem("the publisher failed to connect or join");
+    }
+    if let Some(error) = &result.error {
+        out.problem(format!("publisher: {error}"));
+    }
+    if result.refused > 0 {
+        out.problem(format!(
+            "{} pushes refused: {}",
+            result.refused,
+            result.refusals.join("; ")
+        ));
+    }
+    if setups.failed > 0 {
+        out.problem(format!(
+            "{} of {normal} members failed to connect or join: {}",
+            setups.failed,
+            setups.errors.join("; ")
+        ));
+    }
+    if missing > 0 {
+        out.problem(format!("other members lost {missing} deliveries"));
+    }
+    if violations > 0 {
+        out.problem(format!("{violations} order violations at other members"));
+    }
+    if dropped > 0 {
+        out.problem(format!(
+            "{dropped} other members were disconnected: {}",
+            drop_reasons.join("; ")
+        ));
+    }
+    if lost_tasks > 0 {
+        out.problem(format!(
+            "{lost_tasks} member tasks did not finish closing in time"
+        ));
+    }
+    if !closed_by_server {
+        out.problem("the server did not close the slow consumer");
+    }
+
+    out.set("members", args.members);
+    out.set("topic", &args.topic);
+    out.set("rate", args.rate);
+    out.set("duration_secs", args.duration_secs);
+    out.set("payload_bytes", args.payload_bytes);
+    out.set("joined", setups.joined);
+    out.set("failed", setups.failed);
+    out.set("sent", result.sent);
+    out.set("acked", result.acked);
+    out.set("refused", result.refused);
+    out.set("max_schedule_lag_us", result.max_lag_us);
+    out.set("deliveries", received);
+    out.set("loss", missing);
+    out.set("order_violations", violations);
+    out.set("latency_us", summary);
+    out.set("slow_closed_by_server", closed_by_server);
+    out.set("slow_watch", &seen);
+    out.set("slow_drained_messages", drained.messages);
+    out.set("slow_drained_bytes", drained.bytes);
+    out.set("slow_last_message_seq", drained.last.map(|l| l.0));
+    // When the server gave up, at the latest as far as the slow member can tell: the
+    // publish time of the last message it got before the end of its stream.
+    out.set("slow_last_message_sent_ms", last_sent_ms);
+    out.set(
+        "slow_end",
+        drained.ended.as_ref().map(|c| match c {
+            Closed::Frame(code) => serde_json::json!({"how": "close_frame", "code": code}),
+            Closed::Eof => serde_json::json!({"how": "eof"}),
+            Closed::Reset => serde_json::json!({"how": "reset"}),
+        }),
+    );
+    out.set("slow_drain_error", drained.error);
+    out.set_cpu("run", &cpu);
+    out.set("rss_baseline_bytes", baseline);
+    out.set("rss_max_bytes", peak);
+    out.set("rss_end_bytes", end_rss);
+    out.set(
+        "rss_series",
+        series
+            .iter()
+            .map(|&(t, b)| (round1(t), b))
+            .collect::<Vec<_>>(),
+    );
+    out.set("dropped", dropped);
+    Ok(out)
+}
+
+/// One look at the slow connection, without reading it.
+fn observe(
+    seen: &mut Watch,
+    fd: RawFd,
+    local: Option<SocketAddr>,
+    server: SocketAddr,
+    begin: Instant,
+) {
+    let now_ms = begin.elapsed().as_millis() as u64;
+    if seen.client_hup_at_ms.is_none() && peer_hung_up(fd) {
+        seen.client_hup_at_ms = Some(now_ms);
+    }
+    if let Some(unread) = unread_bytes(fd) {
+        seen.client_unread_max = seen.client_unread_max.max(unread);
+    }
+    if let Some(local) = local {
+        match server_side(server, local) {
+            Some((state, tx_queue)) => {
+                seen.server_state_last = Some(tcp_state_name(state).to_owned());
+                seen.server_tx_queue_max = seen.server_tx_queue_max.max(tx_queue);
+                if state != 0x01 && seen.server_closed_at_ms.is_none() {
+                    seen.server_closed_at_ms = Some(now_ms);
+                    seen.server_state = Some(tcp_state_name(state).to_owned());
+                }
+            }
+            None => {
+                seen.server_state_last = Some("gone".to_owned());
+                if seen.server_closed_at_ms.is_none() && server.is_ipv4() {
+                    seen.server_closed_at_ms = Some(now_ms);
+                    seen.server_state = Some("gone".to_owned());
+                }
+            }
+        }
+    }
+}
+
+fn peer_hung_up(fd: RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own, zero timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+fn unread_bytes(fd: RawFd) -> Option<u64> {
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int.
+    let ok = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) } == 0;
+    ok.then_some(unread.max(0) as u64)
+}
+
+/// The server's end of the connection `server` ↔ `client` in `/proc/net/tcp`: its TCP
+/// state and send queue. `None` when not listed (gone) or not IPv4.
+fn server_side(server: SocketAddr, client: SocketAddr) -> Option<(u8, u64)> {
+    let (SocketAddr::V4(server), SocketAddr::V4(client)) = (server, client) else {
+        return None;
+    };
+    let hex = |ip: std::net::Ipv4Addr, port: u16| {
+        format!("{:08X}:{:04X}", u32::from_ne_bytes(ip.octets()), port)
+    };
+    let local = hex(*server.ip(), server.port());
+    let remote = hex(*client.ip(), client.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    for line in table.lines().skip(1) {
+        let mut fields = line.split_whitespace();
+        let (_, l, r, st, queues) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        if l == local && r == remote {
+            let state = u8::from_str_radix(st, 16).ok()?;
+            let tx = queues
+                .split(':')
+                .next()
+                .and_then(|t| u64::from_str_radix(t, 16).ok())?;
+            return Some((state, tx));
+        }
+    }
+    None
+}
+
+fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        0x01 => "ESTABLISHED",
+        0x04 => "FIN_WAIT1",
+        0x05 => "FIN_WAIT2",
+        0x06 => "TIME_WAIT",
+        0x07 => "CLOSE",
+        0x08 => "CLOSE_WAIT",
+        0x09 => "LAST_ACK",
+        0x0B => "CLOSING",
+        _ => "other",
+    }
+}
+
+struct Drained {
+    messages: u64,
+    bytes: u64,
+    /// The last message read: its sequence number and send time (tool clock, ns).
+    last: Option<(u64, u64)>,
+    /// How the connection ended; `None`: still open after the drain.
+    ended: Option<Closed>,
+    error: Option<String>,
+}
+
+/// Reads the slow socket until it ends, or until nothing arrives for one second, or
+/// `limit × 3` in all.
+async fn drain(mut conn: Conn, prefix: &str, limit: Duration) -> Drained {
+    let mut drained = Drained {
+        messages: 0,
+        bytes: 0,
+        last: None,
+        ended: None,
+        error: None,
+    };
+    let deadline = Instant::now() + limit * 3;
+    while Instant::now() < deadline {
+        let (bytes, messages, last) =
+            (&mut drained.bytes, &mut drained.messages, &mut drained.last);
+        let on_text = &mut |text: &str, _at: Instant| {
+            *bytes += text.len() as u64;
+            let parsed = wire::decode(text)
+                .filter(|frame| frame.event == "new_msg")
+                .and_then(|frame| parse_body(prefix, &wire::new_msg_body(frame.payload)?));
+            if let Some((_, seq, nanos)) = parsed {
+                *messages += 1;
+                *last = Some((seq, nanos));
+            }
+        };
+        match timeout(Duration::from_secs(1), conn.recv(on_text)).await {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(how))) => {
+                drained.ended = Some(how);
+                return drained;
+            }
+            Ok(Err(error)) => {
+                drained.error = Some(error.0);
+                return drained;
+            }
+            Err(_) => break,
+        }
+    }
+    conn.close(limit).await;
+    drained
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_listed_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let (state, _) =
+            server_side(listener.local_addr().unwrap(), client.local_addr().unwrap()).unwrap();
+        assert_eq!(tcp_state_name(state), "ESTABLISHED");
+    }
+}

@@ -1,0 +1,290 @@
+//! Every mode at tiny scale against the real default application, started in-process:
+//! the runs must pass (no failure, no loss, no order violation) with sane figures.
+//! Also the binary: its JSON line, its exit codes, and its refusal of non-loopback
+//! targets.
+
+use std::process::Command;
+use std::sync::Mutex;
+
+use clap::Parser;
+use fluxwire_bench::cli::Cli;
+use fluxwire_bench::report::Outcome;
+use serde_json::Value;
+
+/// One mode at a time: they share two cores with the server.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn server() -> fluxwire::RunningServer {
+    fluxwire::Endpoint::new(fluxwire::Config::ephemeral(), fluxwire_channels::app)
+        .mount("/socket")
+        .spawn()
+        .expect("the server starts")
+}
+
+fn url(server: &fluxwire::RunningServer) -> String {
+    format!("ws://{}/socket/websocket", server.addr())
+}
+
+/// Runs the tool's library on `args` against a fresh server.
+fn run(args: &[&str]) -> Outcome {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = server();
+    let url = url(&server);
+    let pid = std::process::id().to_string();
+    let mut argv = vec!["fluxwire-bench"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--url", &url, "--server-pid", &pid, "--sources", "3"]);
+    let cli = Cli::try_parse_from(&argv).expect("valid arguments");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime
+        .block_on(fluxwire_bench::run(&cli))
+        .expect("the run starts");
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    server.stop();
+    println!("{}{}", outcome.human(), outcome.json());
+    outcome
+}
+
+fn num(outcome: &Outcome, key: &str) -> f64 {
+    outcome
+        .get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{key} missing or not a number: {}", outcome.json()))
+}
+
+fn assert_ok(outcome: &Outcome) {
+    assert!(outcome.ok(), "problems: {:?}", outcome.problems);
+    let json = outcome.json();
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["problems"], serde_json::json!([]));
+}
+
+#[test]
+fn connect() {
+    let o = run(&[
+        "connect",
+        "--connections",
+        "200",
+        "--per-room",
+        "50",
+        "--concurrency",
+        "50",
+        "--hold-secs",
+        "1",
+    ]);
+    assert_ok(&o);
+    assert_eq!(num(&o, "joined"), 200.0);
+    assert_eq!(num(&o, "failed"), 0.0);
+    assert_eq!(num(&o, "rooms"), 4.0);
+    assert!(num(&o, "joins_per_sec") > 0.0);
+    assert!(num(&o, "presence_state_frames") >= 200.0);
+    assert!(num(&o, "rss_settled_bytes") > 0.0);
+    assert!(num(&o, "rss_peak_bytes") >= num(&o, "rss_baseline_bytes"));
+    assert!(o.get("rss_per_connection_bytes").unwrap().is_number());
+    assert_eq!(o.json()["join_latency_us"]["count"], 200);
+    assert!(num(&o, "join_tool_cpu_pct") >= 0.0);
+}
+
+#[test]
+fn fanout() {
+    let o = run(&[
+        "fanout",
+        "--members",
+        "100",
+        "--messages",
+        "3",
+        "--interval-ms",
+        "200",
+    ]);
+    assert_ok(&o);
+    assert_eq!(num(&o, "joined"), 100.0);
+    assert_eq!(num(&o, "loss"), 0.0);
+    assert_eq!(num(&o, "publish_ok"), 3.0);
+    let json = o.json();
+    assert_eq!(json["time_to_last_us"]["complete_messages"], 3);
+    assert!(json["time_to_last_us"]["median"].as_u64().unwrap() > 0);
+    assert_eq!(json["delivery_latency_us"]["count"], 300);
+    // Every member sees at least its own join in a diff.
+    assert!(num(&o, "presence_diffs_during_joins") >= 100.0);
+}
+
+#[test]
+fn throughput() {
+    let o = run(&[
+        "throughput",
+        "--subscribers",
+        "50",
+        "--rooms",
+        "2",
+        "--publishers",
+        "2",
+        "--duration-secs",
+        "2",
+    ]);
+    assert_ok(&o);
+    assert!(num(&o, "deliveries") > 0.0);
+    assert_eq!(num(&o, "deliveries"), num(&o, "expected_deliveries"));
+    // 25 subscribers in each publisher's room.
+    assert_eq!(num(&o, "expected_deliveries"), num(&o, "acked") * 25.0);
+    assert_eq!(num(&o, "loss"), 0.0);
+    assert_eq!(num(&o, "order_violations"), 0.0);
+    assert!(num(&o, "deliveries_per_sec") > 0.0);
+    assert!(o.json()["latency_us"]["p99"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn throughput_at_a_rate() {
+    let o = run(&[
+        "throughput",
+        "--subscribers",
+        "20",
+        "--rooms",
+        "2",
+        "--publishers",
+        "2",
+        "--duration-secs",
+        "2",
+        "--rate",
+        "100",
+    ]);
+    assert_ok(&o);
+    // 2 publishers × ~200 messages × 10 subscribers each.
+    let acked = num(&o, "acked");
+    assert!((300.0..=402.0).contains(&acked), "{acked}");
+    assert_eq!(num(&o, "deliveries"), acked * 10.0);
+}
+
+#[test]
+fn churn() {
+    let o = run(&[
+        "churn",
+        "--rate",
+        "20",
+        "--duration-secs",
+        "3",
+        "--watchers",
+        "4",
+        "--settle-secs",
+        "1",
+    ]);
+    assert_ok(&o);
+    assert_eq!(num(&o, "cycles_started"), 60.0);
+    assert_eq!(num(&o, "cycles_completed"), 60.0);
+    assert_eq!(num(&o, "errors"), 0.0);
+    assert_eq!(num(&o, "posted"), 60.0);
+    assert_eq!(o.json()["presence_exact"], true);
+    assert_eq!(num(&o, "watcher_message_loss"), 0.0);
+    assert!(num(&o, "rss_end_bytes") > 0.0);
+}
+
+#[test]
+fn slow_consumer() {
+    let o = run(&[
+        "slow-consumer",
+        "--members",
+        "5",
+        "--rate",
+        "2000",
+        "--duration-secs",
+        "3",
+        "--payload-bytes",
+        "1000",
+    ]);
+    // The other members must not suffer: whether the server closed the slow one is
+    // what this mode reports (and fails on when it did not).
+    assert_eq!(num(&o, "loss"), 0.0);
+    assert_eq!(num(&o, "order_violations"), 0.0);
+    assert_eq!(num(&o, "joined"), 4.0);
+    assert!(num(&o, "deliveries") > 0.0);
+    assert_eq!(num(&o, "deliveries"), num(&o, "acked") * 4.0);
+    assert!(num(&o, "rss_max_bytes") > 0.0);
+    let closed = o.json()["slow_closed_by_server"].as_bool().unwrap();
+    let unclosed = "the server did not close the slow consumer";
+    assert!(o.problems.iter().all(|p| p == unclosed), "{:?}", o.problems);
+    assert_eq!(o.ok(), closed);
+}
+
+fn bench(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fluxwire-bench"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn binary_prints_one_json_line_and_sets_its_exit_code() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = server();
+    let url = url(&server);
+
+    let (code, stdout, stderr) = bench(&[
+        "connect",
+        "--connections",
+        "20",
+        "--hold-secs",
+        "0",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["mode"], "connect");
+    assert_eq!(last["ok"], true);
+    assert_eq!(last["joined"], 20);
+    assert!(stdout.contains("joins/s"), "{stdout}");
+    assert!(stderr.contains("RLIMIT_NOFILE"), "{stderr}");
+
+    let (code, stdout, _) = bench(&[
+        "--json-only",
+        "connect",
+        "--connections",
+        "5",
+        "--hold-secs",
+        "0",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+
+    // A refused join is a failure: exit 1, with the reason.
+    let (code, stdout, stderr) = bench(&[
+        "fanout",
+        "--members",
+        "3",
+        "--messages",
+        "1",
+        "--topic",
+        "room:no!",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["ok"], false);
+    assert_eq!(last["failed"], 3);
+    assert!(stderr.contains("invalid topic"), "{stderr}");
+
+    server.stop();
+}
+
+#[test]
+fn refuses_non_loopback_targets() {
+    for url in [
+        "ws://192.0.2.1:4000/socket/websocket",
+        "ws://example.com/socket/websocket",
+    ] {
+        let (code, stdout, stderr) = bench(&["connect", "--connections", "1", "--url", url]);
+        assert_eq!(code, 2, "{stdout}{stderr}");
+        assert!(stderr.contains("only loopback targets"), "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+}
