@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -300,8 +301,9 @@ impl futures_core::Stream for FrameReader {
             if this.eof {
                 return Poll::Ready(None);
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
+            // Not zeroed: the socket writes what is read.
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut this.io).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => this.eof = true,
                 Poll::Ready(Ok(())) => this.buf.extend_from_slice(read.filled()),
