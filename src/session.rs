@@ -129,6 +129,11 @@ impl Session {
         &self.assigns
     }
 
+    /// The client's address, as in log lines.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
     /// The transport is up; `mailbox` is where this session's messages arrive.
     pub fn opened(&mut self, mailbox: Recipient<SessionMsg>) {
         let registration = self

@@ -56,6 +56,8 @@ pub trait Connection: Sized + Unpin + 'static {
     fn message(&mut self, msg: Self::Msg, out: &mut dyn Outbox);
     /// The transport has ended; nothing more can be sent.
     fn closed(&mut self);
+    /// Who is on the other end, for log lines.
+    fn peer(&self) -> &str;
 }
 
 impl Connection for Session {
@@ -79,6 +81,10 @@ impl Connection for Session {
 
     fn closed(&mut self) {
         Session::closed(self);
+    }
+
+    fn peer(&self) -> &str {
+        Session::peer(self)
     }
 }
 

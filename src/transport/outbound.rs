@@ -44,6 +44,8 @@ pub(crate) struct Outbound {
     stalled: bool,
     /// A close frame is queued: nothing is queued after it.
     closing: bool,
+    /// Frames and bytes that were waiting when the bound was reached, until reported.
+    overflow: Option<(usize, usize)>,
     writer: Option<Waker>,
 }
 
@@ -52,11 +54,8 @@ pub(crate) struct Outbound {
 pub(crate) enum Queued {
     Accepted,
     /// The client is not reading and the bound is reached: the connection is being
-    /// closed with 1008 (the caller logs it).
-    Overflow {
-        frames: usize,
-        bytes: usize,
-    },
+    /// closed with 1008 ([`Outbound::take_overflow`] says how much was waiting).
+    Overflow,
     /// The connection is closing; the frame was dropped.
     Closing,
 }
@@ -71,6 +70,7 @@ impl Outbound {
             frame_ends: VecDeque::new(),
             stalled: false,
             closing: false,
+            overflow: None,
             writer: None,
         }))
     }
@@ -88,7 +88,8 @@ impl Outbound {
                     code: actix_http::ws::CloseCode::Policy,
                     description: Some("outbound queue full".into()),
                 }));
-                return Queued::Overflow { frames, bytes };
+                self.overflow = Some((frames, bytes));
+                return Queued::Overflow;
             }
         } else if self.pending.len() >= FLUSH_AT || self.frame_ends.len() >= FLUSH_AT_FRAMES {
             // A failed write is met again by the writer, which ends the connection.
@@ -96,6 +97,11 @@ impl Outbound {
         }
         self.wake_writer();
         Queued::Accepted
+    }
+
+    /// The frames and bytes waiting when the bound was reached, once.
+    pub(crate) fn take_overflow(&mut self) -> Option<(usize, usize)> {
+        self.overflow.take()
     }
 
     /// Queues a close frame after what is queued; nothing is queued after it.

@@ -272,6 +272,10 @@ impl Connection for Echo {
     }
 
     fn closed(&mut self) {}
+
+    fn peer(&self) -> &str {
+        "echo client"
+    }
 }
 
 /// Reads frames from the socket. Between messages it holds no buffer.
@@ -373,11 +377,8 @@ impl Outbox for WsOutbox<'_> {
             Frame::Text(text) => Message::Text(text),
             Frame::Binary(bytes) => Message::Binary(bytes),
         };
-        if let Queued::Overflow { frames, bytes } = self.outbound.borrow_mut().push(message) {
+        if let Queued::Overflow = self.outbound.borrow_mut().push(message) {
             *self.closed = true;
-            log::warn!(
-                "websocket closed with 1008: the client is not reading ({frames} frames, {bytes} bytes waiting)"
-            );
         }
     }
 
@@ -403,7 +404,10 @@ impl<C: Connection> WsActor<C> {
     /// Closes with `code`; a client that does not take the close frame within the grace
     /// period is dropped.
     fn fail(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
-        log::warn!("websocket closed with {code}: {reason}");
+        log::warn!(
+            "{}: websocket closed with {code}: {reason}",
+            self.connection.peer()
+        );
         self.close(code, reason, ctx);
     }
 
@@ -439,8 +443,15 @@ impl<C: Connection> WsActor<C> {
         self.after_delivery(ctx);
     }
 
-    /// A connection that closed while handling a message gets the grace timer too.
+    /// After a call into the connection: report an overflow it caused, and give a
+    /// connection that closed meanwhile its grace timer.
     fn after_delivery(&mut self, ctx: &mut Context<Self>) {
+        if let Some((frames, bytes)) = self.outbound.borrow_mut().take_overflow() {
+            log::warn!(
+                "{}: websocket closed with 1008: the client is not reading ({frames} frames, {bytes} bytes waiting)",
+                self.connection.peer()
+            );
+        }
         if self.closed {
             self.drop_after_grace(ctx);
         }
@@ -517,7 +528,10 @@ impl<C: Connection> WsActor<C> {
         ctx.run_later(after, |actor, ctx| {
             let idle = actor.last_seen.elapsed();
             if idle >= actor.limits.idle_timeout {
-                log::info!("websocket idle for {idle:?}: closing with 1001");
+                log::info!(
+                    "{}: websocket idle for {idle:?}: closing with 1001",
+                    actor.connection.peer()
+                );
                 actor.close(close_code::GOING_AWAY, "idle timeout", ctx);
             } else {
                 actor.schedule_idle_check(actor.limits.idle_timeout - idle, ctx);
@@ -559,7 +573,10 @@ impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C>
             WsFrame::Binary(data) => self.deliver_binary(data, ctx),
             WsFrame::Continuation(item) => self.continuation(item, ctx),
             WsFrame::Ping(payload) => {
-                self.outbound.borrow_mut().push(Message::Pong(payload));
+                if let Queued::Overflow = self.outbound.borrow_mut().push(Message::Pong(payload)) {
+                    self.closed = true;
+                }
+                self.after_delivery(ctx);
             }
             WsFrame::Pong(_) => {}
             WsFrame::Close(reason) => {
