@@ -35,12 +35,7 @@ fn phoenix_js_long_poll() {
 
 #[test]
 fn phoenix_js_long_poll_default_app() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let server = fluxwire::Endpoint::new(short_timings(), fluxwire_channels::app)
-        .mount("/socket")
-        .mount("/status")
-        .spawn()
-        .expect("the app server starts");
+    let server = support::start_app_with(short_timings());
     let url = format!("ws://{}/socket", server.addr());
     support::run_node_tests_with_env(
         "longpoll_app.test.mjs",

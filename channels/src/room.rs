@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use actix::ArbiterHandle;
 use fluxwire::{Agent, Channel, ChannelContext, JoinParams, Payload, Presence, PubSub, Reply};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::message::{now_ms, valid_body, ChatMessage};
+use crate::message::{valid_body, ChatMessage};
+use crate::user_socket::track_user;
 
 /// Messages kept per room and sent in the join reply.
 pub const HISTORY: usize = 50;
@@ -115,10 +116,7 @@ impl Channel for RoomChannel {
         let Some(room) = self.room.clone() else {
             return Reply::reason("invalid topic");
         };
-        self.user = ctx.assigns().get_str("user").unwrap_or_default().to_owned();
-        let mut meta = Map::new();
-        meta.insert("online_at".into(), now_ms().into());
-        ctx.track(&self.presence, &self.user, meta);
+        self.user = track_user(ctx, &self.presence);
         let subscription = ctx
             .take_subscription()
             .expect("join is the first call of an instance");

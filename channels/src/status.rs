@@ -12,9 +12,10 @@ use actix::ArbiterHandle;
 use fluxwire::{
     Agent, Channel, ChannelContext, JoinParams, Payload, Presence, PubSub, Pusher, Reason, Reply,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::message::{now_ms, valid_body, ChatMessage};
+use crate::message::{valid_body, ChatMessage};
+use crate::user_socket::track_user;
 
 pub const TOPIC: &str = "all";
 /// Messages kept and sent in `status_users`.
@@ -147,10 +148,7 @@ fn unavailable() -> Reply {
 
 impl Channel for StatusChannel {
     fn join(&mut self, _params: &JoinParams, ctx: &mut ChannelContext<'_, Self>) -> Reply {
-        self.user = ctx.assigns().get_str("user").unwrap_or_default().to_owned();
-        let mut meta = Map::new();
-        meta.insert("online_at".into(), now_ms().into());
-        ctx.track(&self.presence, &self.user, meta);
+        self.user = track_user(ctx, &self.presence);
         let (agent, user, pusher) = (self.store.agent.clone(), self.user.clone(), ctx.pusher());
         let reply = json!({ "user": self.user });
         Reply::later(async move {

@@ -1,9 +1,12 @@
 //! Admission: who may connect, by the `user` connect parameter (CONTRACT.md, Sockets).
 //!
-//! Owns the name rule and the assigns every channel reads (`user`). Must not know any
-//! channel.
+//! Owns the name rule, the assigns every channel reads (`user`), and how a user shows in
+//! presence (key: the name; meta: `online_at`). Must not know any channel.
 
-use fluxwire::{Assigns, ConnectInfo, Params, Refused, Socket};
+use fluxwire::{Assigns, Channel, ChannelContext, ConnectInfo, Params, Presence, Refused, Socket};
+use serde_json::Map;
+
+use crate::message::now_ms;
 
 /// Longest user name, in code points, after trimming.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -24,6 +27,16 @@ impl Socket for UserSocket {
     fn id(&self, assigns: &Assigns) -> Option<String> {
         assigns.get_str("user").map(|name| format!("user:{name}"))
     }
+}
+
+/// The user of this connection, tracked on the channel's topic in `presence` under
+/// their name with `online_at` (CONTRACT.md: one meta per connection).
+pub fn track_user<C: Channel>(ctx: &mut ChannelContext<'_, C>, presence: &Presence) -> String {
+    let user = ctx.assigns().get_str("user").unwrap_or_default().to_owned();
+    let mut meta = Map::new();
+    meta.insert("online_at".into(), now_ms().into());
+    ctx.track(presence, &user, meta);
+    user
 }
 
 /// The trimmed name if it is 1 to 64 code points without control characters.

@@ -137,6 +137,22 @@ pub fn start() -> RunningServer {
     start_with(Config::ephemeral())
 }
 
+/// Starts the real default application (fluxwire-channels) with `config`, mounted at
+/// `/socket` and `/status`, serving the demo page from static/.
+pub fn start_app_with(mut config: Config) -> RunningServer {
+    let _ = env_logger::builder().is_test(true).try_init();
+    config.static_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
+    Endpoint::new(config, fluxwire_channels::app)
+        .mount("/socket")
+        .mount("/status")
+        .spawn()
+        .expect("the app server starts")
+}
+
+pub fn start_app() -> RunningServer {
+    start_app_with(Config::ephemeral())
+}
+
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A raw Phoenix client over tungstenite.
