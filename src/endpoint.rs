@@ -242,8 +242,16 @@ impl Endpoint {
             .disable_signals()
             .shutdown_timeout(shutdown_secs);
         let mut addrs = Vec::new();
-        for addr in bind_to.to_socket_addrs()? {
-            let listener = listen(addr)?;
+        let resolved = bind_to.to_socket_addrs().map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot resolve --host {}: {error}", bind_to.0),
+            )
+        })?;
+        for addr in resolved {
+            let listener = listen(addr).map_err(|error| {
+                io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
+            })?;
             addrs.push(listener.local_addr()?);
             let (shared, app) = (shared.clone(), app.clone());
             server = server.listen("fluxwire", listener, move || {
