@@ -104,7 +104,6 @@ pub(crate) struct Admission<'a> {
     /// The `Origin` header; a header that is not text reads as `Some("")` (refused).
     pub origin: Option<&'a str>,
     pub host: Option<&'a str>,
-    pub secure: bool,
     pub query: &'a str,
     pub peer: Option<SocketAddr>,
 }
@@ -116,7 +115,6 @@ impl<'a> Admission<'a> {
         Admission {
             origin: text(header::ORIGIN),
             host: text(header::HOST),
-            secure: req.connection_info().scheme() == "https",
             query: req.query_string(),
             peer: req.peer_addr(),
         }
@@ -141,11 +139,10 @@ pub(crate) fn admit(
 
 /// The origin check (PROTOCOL.md §1.4), alone: long-poll applies it to every request.
 pub(crate) fn check_origin(shared: &Shared, admission: &Admission<'_>) -> Result<(), Refusal> {
-    let allowed =
-        shared
-            .config
-            .check_origin
-            .allows(admission.origin, admission.host, admission.secure);
+    let allowed = shared
+        .config
+        .check_origin
+        .allows(admission.origin, admission.host);
     if allowed {
         Ok(())
     } else {

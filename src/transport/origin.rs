@@ -49,9 +49,9 @@ impl OriginPolicy {
         }
     }
 
-    /// Whether a request with this `Origin` header (if any), sent to this `Host`, and
-    /// over a secure connection or not, is allowed.
-    pub fn allows(&self, origin: Option<&str>, host: Option<&str>, secure: bool) -> bool {
+    /// Whether a request with this `Origin` header (if any), sent to this `Host`, is
+    /// allowed.
+    pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
         let Some(origin) = origin else {
             return true;
         };
@@ -61,12 +61,16 @@ impl OriginPolicy {
                 let (Some(origin), Some(host)) = (Origin::parse(origin), host) else {
                     return false;
                 };
+                // A Host names its port only when it is not the scheme's default, and
+                // the scheme is the client's: behind a TLS-terminating proxy the request
+                // reaches us over plain HTTP while the page is `https://`. So: the same
+                // explicit port, or both at their scheme's default.
                 let (req_host, req_port) = split_host_port(host);
-                let default_port = if secure { 443 } else { 80 };
-                let req_port = req_port.unwrap_or(default_port);
-                origin.host.eq_ignore_ascii_case(req_host)
-                    && origin.effective_port() == req_port
-                    && origin.scheme_is_secure() == secure
+                let same_port = match req_port {
+                    Some(port) => origin.effective_port() == port,
+                    None => origin.port.is_none(),
+                };
+                origin.host.eq_ignore_ascii_case(req_host) && same_port
             }
             OriginPolicy::List(allowed) => match Origin::parse(origin) {
                 Some(origin) => allowed.iter().any(|entry| entry.matches(&origin)),
@@ -190,32 +194,41 @@ mod tests {
     fn no_origin_header_is_always_allowed() {
         let list = OriginPolicy::parse("https://example.com").unwrap();
         for policy in [OriginPolicy::Off, OriginPolicy::Conn, list] {
-            assert!(policy.allows(None, Some("127.0.0.1:4000"), false));
+            assert!(policy.allows(None, Some("127.0.0.1:4000")));
         }
     }
 
     #[test]
     fn conn_requires_same_host_and_port() {
         let p = OriginPolicy::Conn;
-        assert!(p.allows(Some("http://127.0.0.1:4000"), Some("127.0.0.1:4000"), false));
-        assert!(p.allows(Some("http://LOCALHOST"), Some("localhost:80"), false));
-        assert!(p.allows(Some("https://x.io"), Some("x.io"), true));
-        assert!(!p.allows(Some("http://127.0.0.1:4001"), Some("127.0.0.1:4000"), false));
-        assert!(!p.allows(Some("http://evil.com:4000"), Some("127.0.0.1:4000"), false));
-        assert!(!p.allows(Some("null"), Some("127.0.0.1:4000"), false));
-        assert!(!p.allows(Some("http://a.io"), None, false));
+        assert!(p.allows(Some("http://127.0.0.1:4000"), Some("127.0.0.1:4000")));
+        assert!(p.allows(Some("http://LOCALHOST"), Some("localhost:80")));
+        assert!(p.allows(Some("https://x.io"), Some("x.io:443")));
+        assert!(!p.allows(Some("http://127.0.0.1:4001"), Some("127.0.0.1:4000")));
+        assert!(!p.allows(Some("http://evil.com:4000"), Some("127.0.0.1:4000")));
+        assert!(!p.allows(Some("http://x.io:8080"), Some("x.io")));
+        assert!(!p.allows(Some("null"), Some("127.0.0.1:4000")));
+        assert!(!p.allows(Some("http://a.io"), None));
+    }
+
+    #[test]
+    fn conn_behind_a_tls_terminating_proxy() {
+        // The page is https://, the proxy forwards Host without a port over plain HTTP.
+        let p = OriginPolicy::Conn;
+        assert!(p.allows(Some("https://chat.example.com"), Some("chat.example.com")));
+        assert!(!p.allows(Some("https://evil.example"), Some("chat.example.com")));
     }
 
     #[test]
     fn allow_list_with_wildcards_and_optional_parts() {
         let p = OriginPolicy::parse("https://example.com, *.example.org:8443").unwrap();
-        assert!(p.allows(Some("https://example.com"), None, false));
-        assert!(!p.allows(Some("http://example.com"), None, false));
-        assert!(!p.allows(Some("https://sub.example.com"), None, false));
-        assert!(p.allows(Some("http://example.org:8443"), None, false));
-        assert!(p.allows(Some("https://a.b.example.org:8443"), None, false));
-        assert!(!p.allows(Some("https://a.example.org"), None, false));
-        assert!(!p.allows(Some("https://badexample.org:8443"), None, false));
+        assert!(p.allows(Some("https://example.com"), None));
+        assert!(!p.allows(Some("http://example.com"), None));
+        assert!(!p.allows(Some("https://sub.example.com"), None));
+        assert!(p.allows(Some("http://example.org:8443"), None));
+        assert!(p.allows(Some("https://a.b.example.org:8443"), None));
+        assert!(!p.allows(Some("https://a.example.org"), None));
+        assert!(!p.allows(Some("https://badexample.org:8443"), None));
     }
 
     #[test]
@@ -234,7 +247,7 @@ mod tests {
     #[test]
     fn ipv6_hosts() {
         let p = OriginPolicy::Conn;
-        assert!(p.allows(Some("http://[::1]:4000"), Some("[::1]:4000"), false));
+        assert!(p.allows(Some("http://[::1]:4000"), Some("[::1]:4000")));
         assert_eq!(split_host_port("[::1]"), ("[::1]", None));
     }
 }

@@ -139,7 +139,6 @@ pub(crate) async fn handshake(
     let admission = Admission {
         origin: request.origin.as_deref(),
         host: request.host.as_deref(),
-        secure: false,
         query: &request.query,
         peer,
     };
