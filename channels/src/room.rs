@@ -57,11 +57,22 @@ impl Room {
 }
 
 /// Every room's store, started on first join. Cheap to clone.
+///
+/// A room that has no member and never had a message holds nothing, so it is dropped
+/// when its last member goes: a client joining and leaving made-up room names cannot
+/// grow the server without bound. Rooms with history are kept.
 #[derive(Clone)]
 pub struct Rooms {
     arbiter: ArbiterHandle,
     pubsub: PubSub,
-    rooms: Arc<Mutex<HashMap<String, Agent<Room>>>>,
+    rooms: Arc<Mutex<HashMap<String, RoomEntry>>>,
+}
+
+struct RoomEntry {
+    store: Agent<Room>,
+    /// Channel instances of this room that exist (joined, joining or refused).
+    members: usize,
+    posted: bool,
 }
 
 impl Rooms {
@@ -73,26 +84,62 @@ impl Rooms {
         }
     }
 
-    fn room(&self, topic: &str) -> Agent<Room> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms
-            .entry(topic.to_owned())
-            .or_insert_with(|| {
-                let (topic, pubsub) = (topic.to_owned(), self.pubsub.clone());
-                Agent::start_in(&self.arbiter, move || Room {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomEntry>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rooms with a store.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The store of `topic` for one more member.
+    fn enter(&self, topic: &str) -> Agent<Room> {
+        let mut rooms = self.lock();
+        let entry = rooms.entry(topic.to_owned()).or_insert_with(|| {
+            let (topic, pubsub) = (topic.to_owned(), self.pubsub.clone());
+            RoomEntry {
+                store: Agent::start_in(&self.arbiter, move || Room {
                     topic,
                     history: VecDeque::new(),
                     last_id: 0,
                     pubsub,
-                })
-            })
-            .clone()
+                }),
+                members: 0,
+                posted: false,
+            }
+        });
+        entry.members += 1;
+        entry.store.clone()
+    }
+
+    /// One member of `topic` is gone; an empty room without history goes with it.
+    fn leave(&self, topic: &str) {
+        let mut rooms = self.lock();
+        if let Some(entry) = rooms.get_mut(topic) {
+            entry.members -= 1;
+            if entry.members == 0 && !entry.posted {
+                rooms.remove(topic);
+            }
+        }
+    }
+
+    /// `topic` has history from now on: it is kept.
+    fn posted(&self, topic: &str) {
+        if let Some(entry) = self.lock().get_mut(topic) {
+            entry.posted = true;
+        }
     }
 }
 
 /// One connection's membership of one room. `room` is `None` for an invalid name.
 pub struct RoomChannel {
-    room: Option<Agent<Room>>,
+    room: Option<(Agent<Room>, Rooms)>,
+    topic: String,
     presence: Presence,
     user: String,
 }
@@ -100,9 +147,19 @@ pub struct RoomChannel {
 impl RoomChannel {
     pub fn new(topic: &str, rooms: &Rooms, presence: Presence) -> Self {
         RoomChannel {
-            room: room_name(topic).map(|_| rooms.room(topic)),
+            room: room_name(topic).map(|_| (rooms.enter(topic), rooms.clone())),
+            topic: topic.to_owned(),
             presence,
             user: String::new(),
+        }
+    }
+}
+
+/// Whatever became of the join, the instance is no longer a member of its room.
+impl Drop for RoomChannel {
+    fn drop(&mut self) {
+        if let Some((_, rooms)) = &self.room {
+            rooms.leave(&self.topic);
         }
     }
 }
@@ -113,7 +170,7 @@ fn unavailable() -> Reply {
 
 impl Channel for RoomChannel {
     fn join(&mut self, _params: &JoinParams, ctx: &mut ChannelContext<'_, Self>) -> Reply {
-        let Some(room) = self.room.clone() else {
+        let Some((room, _)) = self.room.clone() else {
             return Reply::reason("invalid topic");
         };
         self.user = track_user(ctx, &self.presence);
@@ -140,12 +197,14 @@ impl Channel for RoomChannel {
         payload: Payload,
         _ctx: &mut ChannelContext<'_, Self>,
     ) -> Reply {
-        let (Some(room), "new_msg") = (self.room.clone(), event) else {
+        let (Some((room, rooms)), "new_msg") = (&self.room, event) else {
             return Reply::reason("unknown event");
         };
         let Some(body) = valid_body(&payload) else {
             return Reply::reason("invalid body");
         };
+        rooms.posted(&self.topic);
+        let room = room.clone();
         let user = self.user.clone();
         Reply::later(async move {
             let id = room
@@ -159,6 +218,25 @@ impl Channel for RoomChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix::test]
+    async fn empty_rooms_without_history_are_dropped() {
+        let rooms = Rooms::new(actix::Arbiter::current(), &PubSub::new());
+        let (a, b) = (rooms.enter("room:a"), rooms.enter("room:a"));
+        rooms.enter("room:b");
+        assert_eq!(rooms.len(), 2);
+        rooms.leave("room:a");
+        assert_eq!(rooms.len(), 2, "room:a still has a member");
+        rooms.leave("room:a");
+        assert_eq!(rooms.len(), 1, "room:a is empty and never had a message");
+        drop((a, b));
+        rooms.posted("room:b");
+        rooms.leave("room:b");
+        assert_eq!(rooms.len(), 1, "room:b keeps its history");
+        let again = rooms.enter("room:b");
+        again.get(|room| room.history.len()).await.unwrap();
+        assert_eq!(rooms.len(), 1);
+    }
 
     #[test]
     fn names() {
