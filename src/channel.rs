@@ -183,7 +183,13 @@ impl<C: Channel> ChannelContext<'_, C> {
 
     /// Sends `event` to this instance's client only.
     pub fn push(&self, event: &str, payload: impl Into<Payload>) {
-        self.core.pusher().push(event, payload);
+        push(
+            &self.core.session,
+            self.core.instance,
+            &self.core.topic,
+            event,
+            payload.into(),
+        );
     }
 
     /// A handle that pushes to this instance's client from anywhere (a store, a
@@ -239,18 +245,6 @@ impl<C: Channel> ChannelContext<'_, C> {
     pub fn track(&mut self, presence: &Presence, key: &str, meta: Map<String, Value>) {
         self.core.tracks.push(Tracked::new(presence, key, meta));
     }
-
-    /// Runs `future` on this channel's thread without blocking the channel; its panics
-    /// are caught and logged.
-    pub fn spawn(&mut self, future: impl Future<Output = ()> + 'static) {
-        let topic = self.core.topic.clone();
-        let task = actix::fut::wrap_future::<_, ChannelActor<C>>(CatchUnwind(Box::pin(future)));
-        self.actor.spawn(task.map(move |outcome, _, _| {
-            if let Err(message) = outcome {
-                log::error!("channel {topic}: spawned task panicked: {message}");
-            }
-        }));
-    }
 }
 
 /// Sends [`Channel::handle_info`] messages to one channel instance.
@@ -276,13 +270,30 @@ pub struct Pusher {
 
 impl Pusher {
     pub fn push(&self, event: &str, payload: impl Into<Payload>) {
-        self.session.do_send(SessionMsg::Push {
-            instance: self.instance,
-            topic: self.topic.clone(),
-            event: event.to_owned(),
-            payload: payload.into(),
-        });
+        push(
+            &self.session,
+            self.instance,
+            &self.topic,
+            event,
+            payload.into(),
+        );
     }
+}
+
+/// Asks `session` to push `event` to the client of `instance`.
+fn push(
+    session: &Recipient<SessionMsg>,
+    instance: InstanceId,
+    topic: &Arc<str>,
+    event: &str,
+    payload: Payload,
+) {
+    session.do_send(SessionMsg::Push {
+        instance,
+        topic: topic.clone(),
+        event: event.to_owned(),
+        payload,
+    });
 }
 
 /// A pending subscription of one instance to its topic; see

@@ -67,7 +67,6 @@ pub struct Session {
     mailbox: Option<Recipient<SessionMsg>>,
     channels: HashMap<Arc<str>, Entry>,
     peer: String,
-    socket_id: Option<Arc<str>>,
     registration: Option<Registration>,
 }
 
@@ -108,7 +107,6 @@ impl Session {
         assigns: Assigns,
         peer: String,
     ) -> Self {
-        let socket_id = shared.socket.id(&assigns).map(Arc::from);
         Session {
             shared,
             serializer,
@@ -116,17 +114,8 @@ impl Session {
             mailbox: None,
             channels: HashMap::new(),
             peer,
-            socket_id,
             registration: None,
         }
-    }
-
-    pub fn serializer(&self) -> Serializer {
-        self.serializer
-    }
-
-    pub fn assigns(&self) -> &Assigns {
-        &self.assigns
     }
 
     /// The client's address, as in log lines.
@@ -136,10 +125,8 @@ impl Session {
 
     /// The transport is up; `mailbox` is where this session's messages arrive.
     pub fn opened(&mut self, mailbox: Recipient<SessionMsg>) {
-        let registration = self
-            .shared
-            .sessions
-            .register(self.socket_id.clone(), mailbox.clone());
+        let socket_id = self.shared.socket.id(&self.assigns).map(Arc::from);
+        let registration = self.shared.sessions.register(socket_id, mailbox.clone());
         self.registration = Some(registration);
         self.mailbox = Some(mailbox);
     }
@@ -270,20 +257,23 @@ impl Session {
     }
 
     /// Starts a channel instance for a `phx_join` (PROTOCOL.md §5.1).
-    fn join(&mut self, message: Message, out: &mut dyn Outbox) {
+    fn join(&mut self, mut message: Message, out: &mut dyn Outbox) {
         let Some(factory) = self.shared.router.route(&message.topic) else {
             return self.reply_unmatched(&message, out);
         };
         let join_ref = message.join_ref.clone().or_else(|| message.msg_ref.clone());
-        let refuse = |session: &Self, reason: &str, out: &mut dyn Outbox| {
+        let refuse = |session: &Self, message: &Message, reason: &str, out: &mut dyn Outbox| {
             let reason = Payload::Json(json!({ "reason": reason }));
-            session.reply(join_ref.as_ref(), &message, Status::Error, reason, out);
+            session.reply(join_ref.as_ref(), message, Status::Error, reason, out);
         };
         if self.channels.len() >= self.shared.config.max_channels {
-            return refuse(self, "too many channels joined", out);
+            return refuse(self, &message, "too many channels joined", out);
         }
-        let Payload::Json(serde_json::Value::Object(params)) = &message.payload else {
-            return refuse(self, "invalid payload", out);
+        // The params move to the channel; the rest of the message still answers.
+        let Payload::Json(serde_json::Value::Object(params)) =
+            std::mem::replace(&mut message.payload, Payload::empty())
+        else {
+            return refuse(self, &message, "invalid payload", out);
         };
         let Some(mailbox) = self.mailbox.clone() else {
             return;
@@ -297,10 +287,10 @@ impl Session {
             assigns: self.assigns.clone(),
             session: mailbox,
             pubsub: self.shared.pubsub.clone(),
-            params: params.clone(),
+            params,
         };
         let Some(started) = factory.start(start) else {
-            return refuse(self, "join crashed", out);
+            return refuse(self, &message, "join crashed", out);
         };
         let pending = Pending {
             join_msg_ref: message.msg_ref,
@@ -350,7 +340,7 @@ impl Session {
                 status,
                 response,
             } => {
-                if let Some(entry) = self.live_entry(instance, &topic) {
+                if let Some(entry) = live_entry(&mut self.channels, instance, &topic) {
                     let reply = Reply {
                         join_ref: entry.join_ref.as_ref(),
                         msg_ref: msg_ref.as_ref(),
@@ -373,7 +363,7 @@ impl Session {
                 topic,
                 crashed,
             } => {
-                if self.live_entry(instance, &topic).is_some() {
+                if live_entry(&mut self.channels, instance, &topic).is_some() {
                     let entry = self.channels.remove(&*topic).expect("entry just found");
                     self.write_close(&topic, entry.join_ref.as_ref(), crashed, out);
                     if let EntryState::Leaving(pending) | EntryState::Joining(pending) = entry.state
@@ -386,13 +376,6 @@ impl Session {
         }
     }
 
-    /// The entry of `topic` if it still belongs to `instance`.
-    fn live_entry(&self, instance: InstanceId, topic: &str) -> Option<&Entry> {
-        self.channels
-            .get(topic)
-            .filter(|entry| entry.instance == instance)
-    }
-
     fn joined(
         &mut self,
         instance: InstanceId,
@@ -400,12 +383,9 @@ impl Session {
         outcome: Result<Payload, Payload>,
         out: &mut dyn Outbox,
     ) {
-        let Some(entry) = self.channels.get_mut(topic) else {
+        let Some(entry) = live_entry(&mut self.channels, instance, topic) else {
             return;
         };
-        if entry.instance != instance {
-            return;
-        }
         let EntryState::Joining(pending) = std::mem::replace(&mut entry.state, EntryState::Joined)
         else {
             return;
@@ -452,12 +432,9 @@ impl Session {
         payload: Payload,
         out: &mut dyn Outbox,
     ) {
-        let Some(entry) = self.channels.get_mut(topic) else {
+        let Some(entry) = live_entry(&mut self.channels, instance, topic) else {
             return;
         };
-        if entry.instance != instance {
-            return;
-        }
         if let EntryState::Joining(pending) = &mut entry.state {
             pending.held.push(Held::Push { event, payload });
             return;
@@ -474,12 +451,9 @@ impl Session {
 
     /// A broadcast: the shared pre-encoded frame, unless this channel intercepts it.
     fn deliver(&mut self, instance: InstanceId, frame: Arc<BroadcastFrame>, out: &mut dyn Outbox) {
-        let Some(entry) = self.channels.get_mut(frame.topic()) else {
+        let Some(entry) = live_entry(&mut self.channels, instance, frame.topic()) else {
             return;
         };
-        if entry.instance != instance {
-            return;
-        }
         match &mut entry.state {
             EntryState::Joining(pending) => pending.held.push(Held::Broadcast(frame)),
             _ if entry.intercepts.contains(&frame.event()) => {
@@ -525,6 +499,18 @@ impl Session {
             entry.mailbox.do_send(ChannelMsg::Close(Reason::Closed));
         }
     }
+}
+
+/// The entry of `topic` if it still belongs to `instance` (an older instance's messages
+/// arrive late after a leave or a duplicate join, and are dropped).
+fn live_entry<'a>(
+    channels: &'a mut HashMap<Arc<str>, Entry>,
+    instance: InstanceId,
+    topic: &str,
+) -> Option<&'a mut Entry> {
+    channels
+        .get_mut(topic)
+        .filter(|entry| entry.instance == instance)
 }
 
 /// Sends an encoded frame, or logs why it could not be encoded.
