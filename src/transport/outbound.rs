@@ -105,9 +105,12 @@ impl Outbound {
     }
 
     /// Queues a close frame after what is queued; nothing is queued after it.
-    pub(crate) fn close(&mut self, reason: Option<CloseReason>) {
+    pub(crate) fn close(&mut self, mut reason: Option<CloseReason>) {
         if !self.closing {
             self.closing = true;
+            if let Some(description) = reason.as_mut().and_then(|r| r.description.as_mut()) {
+                fit_close_reason(description);
+            }
             self.encode(Message::Close(reason));
             self.wake_writer();
         }
@@ -166,6 +169,19 @@ impl Outbound {
     }
 }
 
+/// A close frame's reason shares 125 payload bytes with the 2-byte code (RFC 6455
+/// §5.5); the codec does not check, so a longer reason is cut at a character boundary.
+fn fit_close_reason(reason: &mut String) {
+    const MAX: usize = 123;
+    if reason.len() > MAX {
+        let mut end = MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+}
+
 /// Writes whatever is queued until a close frame is out (`Ok`) or the peer is gone.
 pub(crate) async fn write(outbound: Rc<RefCell<Outbound>>) -> io::Result<()> {
     loop {
@@ -192,5 +208,25 @@ pub(crate) async fn write(outbound: Rc<RefCell<Outbound>>) -> io::Result<()> {
         };
         io.writable().await?;
         outbound.borrow_mut().stalled = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let mut short = String::from("idle timeout");
+        fit_close_reason(&mut short);
+        assert_eq!(short, "idle timeout");
+        let mut long = "é".repeat(100);
+        fit_close_reason(&mut long);
+        assert_eq!(
+            long.len(),
+            122,
+            "cut at the last character boundary within 123 bytes"
+        );
+        assert!(long.chars().all(|c| c == 'é'));
     }
 }
