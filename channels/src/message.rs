@@ -1,9 +1,11 @@
-//! The chat message shared by `all` and the rooms (CONTRACT.md: a message is
-//! `{"id","user","body","at"}`), and the rule for a valid body.
+//! Chat, as `all` and the rooms share it (CONTRACT.md: a message is
+//! `{"id","user","body","at"}`): the message, the rule for a valid body, and the
+//! [`ChatLog`] of a topic.
 
+use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fluxwire::Payload;
+use fluxwire::{Payload, PubSub};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -33,6 +35,48 @@ impl ChatMessage {
     }
 }
 
+/// The last messages of one topic, with the topic's own id sequence. Posting stores a
+/// message and broadcasts it to the topic in one step, so a reader of the log (a joiner
+/// reading history) sees each message either in the log or as a later broadcast.
+pub struct ChatLog {
+    topic: String,
+    capacity: usize,
+    messages: VecDeque<ChatMessage>,
+    last_id: u64,
+    pubsub: PubSub,
+}
+
+impl ChatLog {
+    pub fn new(topic: &str, capacity: usize, pubsub: &PubSub) -> Self {
+        ChatLog {
+            topic: topic.to_owned(),
+            capacity,
+            messages: VecDeque::new(),
+            last_id: 0,
+            pubsub: pubsub.clone(),
+        }
+    }
+
+    /// Stores the next message (dropping the oldest past the capacity) and broadcasts
+    /// it as `new_msg`; returns its id.
+    pub fn post(&mut self, user: &str, body: String) -> u64 {
+        self.last_id += 1;
+        let message = ChatMessage::new(self.last_id, user, body);
+        self.pubsub
+            .broadcast(&self.topic, "new_msg", Payload::Json(message.to_json()));
+        if self.messages.len() == self.capacity {
+            self.messages.pop_front();
+        }
+        self.messages.push_back(message);
+        self.last_id
+    }
+
+    /// The stored messages, oldest first.
+    pub fn messages(&self) -> &VecDeque<ChatMessage> {
+        &self.messages
+    }
+}
+
 /// The body of a `new_msg` payload if valid: a string of 1 to 2000 code points after
 /// trimming. It is kept exactly as received (not trimmed).
 pub fn valid_body(payload: &Payload) -> Option<String> {
@@ -54,6 +98,19 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_chat_log_keeps_the_last_messages_with_increasing_ids() {
+        let mut log = ChatLog::new("room:t", 3, &PubSub::new());
+        let ids: Vec<u64> = (0..5).map(|i| log.post("u", format!("m{i}"))).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        let kept: Vec<(u64, &str)> = log
+            .messages()
+            .iter()
+            .map(|m| (m.id, m.body.as_str()))
+            .collect();
+        assert_eq!(kept, [(3, "m2"), (4, "m3"), (5, "m4")]);
+    }
 
     fn body(v: Value) -> Option<String> {
         valid_body(&Payload::Json(v))

@@ -6,14 +6,14 @@
 //! step: each message is then either in the joiner's history or pushed to it, never
 //! lost and never both. Must not share anything between rooms.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use actix::ArbiterHandle;
 use fluxwire::{Agent, Channel, ChannelContext, JoinParams, Payload, Presence, PubSub, Reply};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::message::{valid_body, ChatMessage};
+use crate::message::{valid_body, ChatLog};
 use crate::user_socket::track_user;
 
 /// Messages kept per room and sent in the join reply.
@@ -30,32 +30,6 @@ pub fn room_name(topic: &str) -> Option<&str> {
     ok.then_some(name)
 }
 
-/// One room's store state.
-struct Room {
-    topic: String,
-    history: VecDeque<ChatMessage>,
-    last_id: u64,
-    pubsub: PubSub,
-}
-
-impl Room {
-    fn history(&self) -> Vec<Value> {
-        self.history.iter().map(ChatMessage::to_json).collect()
-    }
-
-    fn post(&mut self, user: &str, body: String) -> u64 {
-        self.last_id += 1;
-        let message = ChatMessage::new(self.last_id, user, body);
-        self.pubsub
-            .broadcast(&self.topic, "new_msg", Payload::Json(message.to_json()));
-        if self.history.len() == HISTORY {
-            self.history.pop_front();
-        }
-        self.history.push_back(message);
-        self.last_id
-    }
-}
-
 /// Every room's store, started on first join. Cheap to clone.
 ///
 /// A room that has no member and never had a message holds nothing, so it is dropped
@@ -69,7 +43,7 @@ pub struct Rooms {
 }
 
 struct RoomEntry {
-    store: Agent<Room>,
+    store: Agent<ChatLog>,
     /// Channel instances of this room that exist (joined, joining or refused).
     members: usize,
     posted: bool,
@@ -98,16 +72,13 @@ impl Rooms {
     }
 
     /// The store of `topic` for one more member.
-    fn enter(&self, topic: &str) -> Agent<Room> {
+    fn enter(&self, topic: &str) -> Agent<ChatLog> {
         let mut rooms = self.lock();
         let entry = rooms.entry(topic.to_owned()).or_insert_with(|| {
             let (topic, pubsub) = (topic.to_owned(), self.pubsub.clone());
             RoomEntry {
-                store: Agent::start_in(&self.arbiter, move || Room {
-                    topic,
-                    history: VecDeque::new(),
-                    last_id: 0,
-                    pubsub,
+                store: Agent::start_in(&self.arbiter, move || {
+                    ChatLog::new(&topic, HISTORY, &pubsub)
                 }),
                 members: 0,
                 posted: false,
@@ -138,7 +109,7 @@ impl Rooms {
 
 /// One connection's membership of one room. `room` is `None` for an invalid name.
 pub struct RoomChannel {
-    room: Option<(Agent<Room>, Rooms)>,
+    room: Option<(Agent<ChatLog>, Rooms)>,
     topic: String,
     presence: Presence,
     user: String,
@@ -179,15 +150,12 @@ impl Channel for RoomChannel {
             .expect("join is the first call of an instance");
         Reply::later(async move {
             let history = room
-                .get(move |room| {
+                .get(move |log| {
                     subscription.activate();
-                    room.history()
+                    json!({ "messages": log.messages() })
                 })
                 .await;
-            history.map_or_else(
-                |_| unavailable(),
-                |messages| Reply::ok(json!({ "messages": messages })),
-            )
+            history.map_or_else(|_| unavailable(), Reply::ok)
         })
     }
 
@@ -234,7 +202,7 @@ mod tests {
         rooms.leave("room:b");
         assert_eq!(rooms.len(), 1, "room:b keeps its history");
         let again = rooms.enter("room:b");
-        again.get(|room| room.history.len()).await.unwrap();
+        again.get(|log| log.messages().len()).await.unwrap();
         assert_eq!(rooms.len(), 1);
     }
 

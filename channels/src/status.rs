@@ -5,7 +5,7 @@
 //! carrying the state at the moment they are sent, so the last one is always current.
 //! Must not hold per-connection state beyond the channel's own user name.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::ArbiterHandle;
@@ -14,7 +14,7 @@ use fluxwire::{
 };
 use serde_json::{json, Value};
 
-use crate::message::{valid_body, ChatMessage};
+use crate::message::{valid_body, ChatLog};
 use crate::user_socket::track_user;
 
 pub const TOPIC: &str = "all";
@@ -29,8 +29,7 @@ struct Status {
     users: BTreeMap<String, usize>,
     connections: usize,
     hits: u64,
-    msgs: VecDeque<ChatMessage>,
-    last_id: u64,
+    msgs: ChatLog,
     broadcast_scheduled: bool,
     pubsub: PubSub,
     /// This store's own handle, to schedule its coalesced broadcast.
@@ -44,7 +43,7 @@ impl Status {
             "user_count": self.users.len(),
             "connections": self.connections,
             "hits": self.hits,
-            "msgs": self.msgs,
+            "msgs": self.msgs.messages(),
         })
     }
 
@@ -87,16 +86,9 @@ impl Status {
     }
 
     fn post(&mut self, user: &str, body: String) -> u64 {
-        self.last_id += 1;
-        let message = ChatMessage::new(self.last_id, user, body);
-        self.pubsub
-            .broadcast(TOPIC, "new_msg", Payload::Json(message.to_json()));
-        if self.msgs.len() == MAX_MSGS {
-            self.msgs.pop_front();
-        }
-        self.msgs.push_back(message);
+        let id = self.msgs.post(user, body);
         self.changed();
-        self.last_id
+        id
     }
 }
 
@@ -113,8 +105,7 @@ impl StatusStore {
             users: BTreeMap::new(),
             connections: 0,
             hits: 0,
-            msgs: VecDeque::new(),
-            last_id: 0,
+            msgs: ChatLog::new(TOPIC, MAX_MSGS, &pubsub),
             broadcast_scheduled: false,
             pubsub,
             me: None,
