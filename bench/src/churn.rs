@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 
 use crate::cli::ChurnArgs;
 use crate::client::{Conn, ReplyStatus};
-use crate::member::{collect_setups, finish_members, spawn_members, tally_ends, Handler, Spec};
+use crate::member::{collect_setups, finish_members, spawn_members, Handler, Spec};
 use crate::presence::Presence;
 use crate::proc::{rss_bytes, CpuMeter, RssSampler};
-use crate::report::{mib, round1, Latency, Outcome};
+use crate::report::{ms, round1, rss_line, Latency, Outcome};
 use crate::wire;
 use crate::{Ctx, Error, Result};
 
@@ -34,7 +34,7 @@ struct Watcher {
 impl Handler for Watcher {
     fn on_text(&mut self, text: &str, _at: Instant) {
         let Some(frame) = wire::decode(text) else {
-            self.errors.push(format!("undecodable frame {text:.100}"));
+            self.error(format!("undecodable frame {text:.100}"));
             return;
         };
         if frame.topic != self.topic {
@@ -52,9 +52,16 @@ impl Handler for Watcher {
             _ => Ok(()),
         };
         if let Err(error) = applied {
-            if self.errors.len() < 5 {
-                self.errors.push(error);
-            }
+            self.error(error);
+        }
+    }
+}
+
+impl Watcher {
+    /// Keeps the first few errors (the run fails on any).
+    fn error(&mut self, error: String) {
+        if self.errors.len() < 5 {
+            self.errors.push(error);
         }
     }
 }
@@ -127,6 +134,16 @@ struct Tally {
 }
 
 impl Tally {
+    /// A finished cycle task; one that panicked is an error.
+    fn add_task(&mut self, done: std::result::Result<Cycle, JoinError>, latency: &Latency) {
+        let cycle = done.unwrap_or_else(|error| Cycle {
+            latency: None,
+            posted: false,
+            error: Some(format!("cycle task failed: {error}")),
+        });
+        self.add(cycle, latency);
+    }
+
     fn add(&mut self, cycle: Cycle, latency: &Latency) {
         if cycle.posted {
             self.posted += 1;
@@ -145,11 +162,6 @@ impl Tally {
 }
 
 pub async fn run(ctx: &Arc<Ctx>, args: &ChurnArgs) -> Result<Outcome> {
-    if !(args.rate > 0.0 && args.rate.is_finite()) || args.watchers == 0 {
-        return Err(Error(
-            "--rate must be positive and --watchers at least 1".into(),
-        ));
-    }
     let mut out = Outcome::new("churn");
     let pid = ctx.server_pid;
     let prefix: Arc<str> = format!("{}/c/", ctx.run_id).into();
@@ -185,13 +197,13 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ChurnArgs) -> Result<Outcome> {
     let mut cycles = JoinSet::new();
     let mut tally = Tally::default();
     let begin = Instant::now();
-    let end = begin + Duration::from_secs(args.duration_secs);
     let mut max_lag = Duration::ZERO;
     for i in 0u64.. {
-        let due = begin + Duration::from_secs_f64(i as f64 / args.rate);
-        if due >= end {
+        let offset = i as f64 / args.rate;
+        if offset >= args.duration_secs as f64 {
             break;
         }
+        let due = begin + Duration::from_secs_f64(offset);
         tokio::time::sleep_until(due.into()).await;
         let Ok(permit) = gate.clone().acquire_owned().await else {
             break;
@@ -206,9 +218,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ChurnArgs) -> Result<Outcome> {
         });
         tally.started += 1;
         while let Some(done) = cycles.try_join_next() {
-            if let Ok(cycle) = done {
-                tally.add(cycle, &latency);
-            }
+            tally.add_task(done, &latency);
         }
     }
     let scheduled_secs = begin.elapsed().as_secs_f64();
@@ -216,15 +226,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ChurnArgs) -> Result<Outcome> {
     let deadline = tokio::time::Instant::now() + ctx.timeout * 6;
     while !cycles.is_empty() {
         match tokio::time::timeout_at(deadline, cycles.join_next()).await {
-            Ok(Some(Ok(cycle))) => tally.add(cycle, &latency),
-            Ok(Some(Err(error))) => tally.add(
-                Cycle {
-                    latency: None,
-                    posted: false,
-                    error: Some(format!("cycle task failed: {error}")),
-                },
-                &latency,
-            ),
+            Ok(Some(done)) => tally.add_task(done, &latency),
             Ok(None) => break,
             Err(_) => {
                 let stuck = cycles.len() as u64;
@@ -242,8 +244,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ChurnArgs) -> Result<Outcome> {
     let end_rss = pid.and_then(rss_bytes);
     let peak = sampler.peak().max(end_rss);
     let _ = stop_tx.send(true);
-    let (ends, lost_tasks) = finish_members(handles, ctx.timeout * 3).await;
-    let (dropped, drop_reasons, _) = tally_ends(&ends);
+    let finished = finish_members(handles, ctx.timeout * 3).await;
 
     // Presence exact: every watcher sees exactly the watchers, one meta each.
     let expected: HashSet<&str> = names.iter().map(String::as_str).collect();
@@ -251,7 +252,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ChurnArgs) -> Result<Outcome> {
     let mut presence_problems = Vec::new();
     let mut watcher_errors = Vec::new();
     let mut message_loss = 0u64;
-    for end in &ends {
+    for end in &finished.ends {
         let w = &end.handler;
         watcher_errors.extend(w.errors.iter().cloned());
         message_loss += tally.posted.saturating_sub(w.messages);
@@ -289,42 +290,31 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ChurnArgs) -> Result<Outcome> {
         args.duration_secs,
         args.concurrency,
         tally.started,
-        crate::report::ms(max_lag.as_micros() as u64),
+        ms(max_lag.as_micros() as u64),
         tally.completed,
         tally.errors
     ));
     out.line(format!("cycle latency: {}", summary.human()));
     out.line(format!(
         "presence exact at the end in {exact} of {} watchers; watchers' deliveries missing: {message_loss} (of {} posted × {})",
-        ends.len(),
+        finished.ends.len(),
         tally.posted,
-        ends.len()
+        finished.ends.len()
     ));
-    match (baseline, peak, end_rss, rss_ratio) {
-        (Some(b), Some(p), Some(e), Some(ratio)) => out.line(format!(
-            "server RSS: baseline {}, peak {}, end {} ({:+.1}% vs baseline: {})",
-            mib(b),
-            mib(p),
-            mib(e),
-            (ratio - 1.0) * 100.0,
-            if ratio <= 1.10 {
-                "within 10%"
-            } else {
-                "NOT within 10%"
-            }
-        )),
-        _ => out.line("server RSS: not measured (no --server-pid)"),
-    }
+    let ratio_text = rss_ratio.map_or(String::new(), |ratio| {
+        let within = if ratio <= 1.10 { "" } else { "NOT " };
+        format!(
+            " ({:+.1}% vs baseline: {within}within 10%)",
+            (ratio - 1.0) * 100.0
+        )
+    });
+    out.line(rss_line(
+        &[("baseline", baseline), ("peak", peak), ("end", end_rss)],
+        &ratio_text,
+    ));
     out.line(cpu.human());
 
-    if setups.failed > 0 {
-        out.problem(format!(
-            "{} of {} watchers failed to join: {}",
-            setups.failed,
-            args.watchers,
-            setups.errors.join("; ")
-        ));
-    }
+    setups.add_problems(&mut out, "watchers");
     if tally.errors > 0 {
         out.problem(format!(
             "{} cycles failed: {}",
@@ -345,17 +335,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ChurnArgs) -> Result<Outcome> {
     if !watcher_errors.is_empty() {
         out.problem(format!("watcher errors: {}", watcher_errors.join("; ")));
     }
-    if dropped > 0 {
-        out.problem(format!(
-            "{dropped} watchers ended before the tool closed them: {}",
-            drop_reasons.join("; ")
-        ));
-    }
-    if lost_tasks > 0 {
-        out.problem(format!(
-            "{lost_tasks} watcher tasks did not finish closing in time"
-        ));
-    }
+    finished.add_problems(&mut out, "watchers");
 
     out.set("rate", args.rate);
     out.set("duration_secs", args.duration_secs);

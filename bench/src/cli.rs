@@ -12,8 +12,9 @@ pub const DEFAULT_URL: &str = "ws://127.0.0.1:4000/socket/websocket";
 /// Prints a short human summary, then one JSON line with every figure (the last line of
 /// stdout). Exits 0 when the run had no failure, no loss and no order violation, 1 when
 /// it had any (the reasons are printed), 2 on a usage or setup error.
-/// Latencies are in microseconds; CPU is a percentage of one core over the measured
-/// interval, for the tool itself and (with --server-pid) for the server.
+/// In the JSON, latencies are in microseconds and sizes in bytes; CPU is a percentage of
+/// one core over the measured interval, for the tool itself and (with --server-pid) for
+/// the server.
 #[derive(Debug, Parser)]
 #[command(
     name = "fluxwire-bench",
@@ -41,8 +42,9 @@ pub struct Common {
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
 
-    /// Source addresses for client sockets: connection i binds to 127.0.0.(1 + i % K),
-    /// so that each address has its own ephemeral ports (~28k each).
+    /// Source addresses for client sockets: connections bind to 127.0.0.1 … 127.0.0.K
+    /// in turn (IPv4 targets only), so that each address has its own ephemeral ports
+    /// (~28k each).
     #[arg(long, global = true, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=254))]
     pub sources: u8,
 
@@ -50,13 +52,14 @@ pub struct Common {
     #[arg(long, global = true)]
     pub json_only: bool,
 
-    /// Upper bound, in seconds, of every single wait: connect, handshake, a reply, a
-    /// close, the delivery of the last message.
-    #[arg(long, global = true, default_value_t = 10)]
+    /// Seconds a single step may take: connect + upgrade, a reply, a close, the last
+    /// delivery after the last publish. Waits on a whole group of members allow a few
+    /// times this.
+    #[arg(long, global = true, default_value_t = 10, value_parser = |s: &str| seconds(s, 1))]
     pub timeout_secs: u64,
 
     /// Worker threads of the tool's runtime (default: one per core).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = |s: &str| count(s, 1))]
     pub threads: Option<usize>,
 }
 
@@ -73,42 +76,44 @@ pub enum Mode {
     /// delivery latency.
     Throughput(ThroughputArgs),
     /// Connect, join, post, leave, close cycles at a fixed rate while watchers track
-    /// presence: errors, cycle latency, presence exact at the end, RSS back to baseline.
+    /// presence: errors, cycle latency, presence exact at the end, and the server's RSS
+    /// at the end against its baseline (reported, not a failure).
     Churn(ChurnArgs),
     /// One member stops reading while its topic keeps broadcasting: whether and when the
-    /// server closes it, other members' latency and loss, server RSS over time.
+    /// server closes it (the run fails if it never does), other members' latency and
+    /// loss, server RSS over time.
     SlowConsumer(SlowConsumerArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// Connections to open (each joins one room).
-    #[arg(long, default_value_t = 19_000)]
+    #[arg(long, default_value_t = 19_000, value_parser = |s: &str| count(s, 1))]
     pub connections: usize,
     /// Connections per room: connection i joins `room:bench-<i / per_room>`.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = |s: &str| count(s, 1))]
     pub per_room: usize,
     /// Most connections being set up (connect + upgrade + join) at once.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = |s: &str| count(s, 1))]
     pub concurrency: usize,
     /// Seconds to hold every connection open after the joins, sampling RSS.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = |s: &str| seconds(s, 0))]
     pub hold_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct FanoutArgs {
     /// Members joined to the one topic (the publisher is one more connection).
-    #[arg(long, default_value_t = 19_000)]
+    #[arg(long, default_value_t = 19_000, value_parser = |s: &str| count(s, 1))]
     pub members: usize,
     /// Messages to publish.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = |s: &str| count(s, 1))]
     pub messages: usize,
     /// Milliseconds between two publishes.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = |s: &str| number(s, 0, MAX_SECS * 1000))]
     pub interval_ms: u64,
     /// Most members being set up at once.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = |s: &str| count(s, 1))]
     pub concurrency: usize,
     /// The topic every member joins.
     #[arg(long, default_value = "room:fanout")]
@@ -118,27 +123,27 @@ pub struct FanoutArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ThroughputArgs {
     /// Subscribers, spread evenly over the rooms (subscriber i joins room i % rooms).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = |s: &str| count(s, 1))]
     pub subscribers: usize,
     /// Rooms `room:tp-<r>`.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = |s: &str| count(s, 1))]
     pub rooms: usize,
     /// Publishers, spread over the rooms (publisher p posts to room p % rooms).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = |s: &str| count(s, 1))]
     pub publishers: usize,
     /// Seconds of publishing.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = |s: &str| seconds(s, 0))]
     pub duration_secs: u64,
     /// Messages per second per publisher (default: unlimited, bounded by --window).
     /// With a rate, each body carries its scheduled send time, so a publisher that falls
     /// behind shows in the latency (no coordinated omission).
-    #[arg(long)]
+    #[arg(long, value_parser = rate)]
     pub rate: Option<f64>,
     /// Most pushes a publisher has waiting for their reply.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = |s: &str| count(s, 1))]
     pub window: usize,
     /// Most subscribers being set up at once.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = |s: &str| count(s, 1))]
     pub concurrency: usize,
 }
 
@@ -146,20 +151,20 @@ pub struct ThroughputArgs {
 pub struct ChurnArgs {
     /// Cycles started per second (connect, join, post and wait for the reply, leave and
     /// wait for the reply, close).
-    #[arg(long, default_value_t = 500.0)]
+    #[arg(long, default_value_t = 500.0, value_parser = rate)]
     pub rate: f64,
     /// Seconds during which cycles are started.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = |s: &str| seconds(s, 0))]
     pub duration_secs: u64,
-    /// Long-lived members of `room:churn` that track presence.
-    #[arg(long, default_value_t = 10)]
+    /// Long-lived members of the topic that track its presence.
+    #[arg(long, default_value_t = 10, value_parser = |s: &str| count(s, 1))]
     pub watchers: usize,
     /// Most cycles in flight at once; a start waits for a free slot (the achieved rate
     /// and the lag are reported).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = |s: &str| count(s, 1))]
     pub concurrency: usize,
     /// Seconds to wait after the last cycle before checking presence and RSS.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = |s: &str| seconds(s, 0))]
     pub settle_secs: u64,
     /// The topic of the cycles and watchers.
     #[arg(long, default_value = "room:churn")]
@@ -169,18 +174,82 @@ pub struct ChurnArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SlowConsumerArgs {
     /// Members of the room, the slow one included (the publisher is one more).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = |s: &str| count(s, 2))]
     pub members: usize,
     /// Messages per second from the publisher.
-    #[arg(long, default_value_t = 2_000.0)]
+    #[arg(long, default_value_t = 2_000.0, value_parser = rate)]
     pub rate: f64,
     /// Seconds of publishing.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = |s: &str| seconds(s, 0))]
     pub duration_secs: u64,
-    /// Characters in each message body (at most 2000, the contract's limit).
+    /// Characters in each message body (64 to 2000, the contract's limit).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(64..=2000))]
     pub payload_bytes: u64,
     /// The topic.
     #[arg(long, default_value = "room:slow")]
     pub topic: String,
+}
+
+/// Longest duration any option may ask for: a week (beyond it, deadlines overflow).
+const MAX_SECS: u64 = 7 * 24 * 3600;
+/// Rates any option may ask for, per second.
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1e6;
+
+/// A whole number in `min..=max`.
+fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    text: &str,
+    min: T,
+    max: T,
+) -> Result<T, String> {
+    let n: T = text.parse().map_err(|_| "not a whole number".to_owned())?;
+    if n < min {
+        Err(format!("must be at least {min}"))
+    } else if n > max {
+        Err(format!("must be at most {max}"))
+    } else {
+        Ok(n)
+    }
+}
+
+/// A count of at least `min`.
+fn count(text: &str, min: usize) -> Result<usize, String> {
+    number(text, min, usize::MAX)
+}
+
+/// Seconds, from `min` to a week.
+fn seconds(text: &str, min: u64) -> Result<u64, String> {
+    number(text, min, MAX_SECS)
+}
+
+/// A rate per second, from one per 1000 s to a million.
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (MIN_RATE..=MAX_RATE).contains(&r) => Ok(r),
+        _ => Err(format!("must be a number from {MIN_RATE} to {MAX_RATE}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_checked() {
+        let parse = |args: &str| Cli::try_parse_from(args.split_whitespace());
+        assert!(parse("b connect --per-room 1 --timeout-secs 1").is_ok());
+        for bad in [
+            "b connect --per-room 0",
+            "b --timeout-secs 0 connect",
+            "b --timeout-secs 18446744073709551615 connect",
+            "b churn --rate 0",
+            "b churn --rate NaN",
+            "b throughput --rate=-1",
+            "b slow-consumer --members 1",
+            "b fanout --interval-ms x",
+        ] {
+            let error = parse(bad).expect_err(bad).to_string();
+            assert!(error.contains("invalid value"), "{bad}: {error}");
+        }
+    }
 }

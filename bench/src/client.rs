@@ -142,15 +142,14 @@ impl Conn {
     }
 
     /// Sends one text frame now (with anything queued before it).
-    pub async fn send(&mut self, text: String) -> Result<()> {
-        self.queue(OP_TEXT, text.as_bytes());
+    pub async fn send(&mut self, text: &str) -> Result<()> {
+        self.feed(text);
         self.flush().await
     }
 
     /// Queues one text frame; [`flush`](Self::flush) writes the queue.
-    pub async fn feed(&mut self, text: String) -> Result<()> {
+    pub fn feed(&mut self, text: &str) {
         self.queue(OP_TEXT, text.as_bytes());
-        Ok(())
     }
 
     /// Writes every queued frame, waiting at most the send limit.
@@ -174,7 +173,7 @@ impl Conn {
     /// Sends a heartbeat (its reply arrives as a frame on topic `phoenix`).
     pub async fn heartbeat(&mut self) -> Result<()> {
         let reference = self.take_ref();
-        self.send(wire::encode(None, reference, "phoenix", "heartbeat", "{}"))
+        self.send(&wire::encode(None, reference, "phoenix", "heartbeat", "{}"))
             .await
     }
 
@@ -191,56 +190,54 @@ impl Conn {
             if let Some(closed) = &self.closed {
                 return Ok(Some(closed.clone()));
             }
-            if let Some(large) = &mut self.large {
-                if large.filled < large.payload.len() {
-                    let read = read_into(
-                        &mut self.stream,
-                        &mut self.pending,
-                        &mut large.payload[large.filled..],
-                    )
-                    .await;
-                    if let Some(n) = self.bytes_read(read)? {
-                        if let Some(large) = &mut self.large {
-                            large.filled += n;
-                        }
-                    }
-                    continue;
-                }
-                let large = self.large.take().expect("checked above");
-                if self.on_frame(large.header, &large.payload, on_text, Instant::now())? > 0 {
+            if let Some(large) = self.large.take_if(|l| l.filled == l.payload.len()) {
+                if self.on_frame(large.header, &large.payload, on_text, at)? > 0 {
                     return Ok(None);
                 }
                 continue;
             }
-            if self.parse_buffered(on_text, at)? > 0 {
-                if !self.wbuf.is_empty() {
-                    // A pong to send: best effort, without waiting.
-                    let _ = self.try_write_queued();
+            if self.large.is_none() {
+                if self.parse_buffered(on_text, at)? > 0 {
+                    if !self.wbuf.is_empty() {
+                        // A pong to send: best effort, without waiting.
+                        let _ = self.try_write_queued();
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
+                if self.closed.is_some() || self.large.is_some() {
+                    continue;
+                }
+                if self.start == self.end {
+                    self.start = 0;
+                    self.end = 0;
+                } else if self.end == self.rbuf.len() {
+                    self.rbuf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                }
             }
-            if self.closed.is_some() || self.large.is_some() {
-                continue;
-            }
-            if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-            } else if self.end == self.rbuf.len() {
-                self.rbuf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            let read = read_into(
-                &mut self.stream,
-                &mut self.pending,
-                &mut self.rbuf[self.end..],
-            )
-            .await;
-            if let Some(n) = self.bytes_read(read)? {
-                self.end += n;
+            if self.read_some().await? {
                 at = Instant::now();
             }
         }
+    }
+
+    /// Reads more of the large frame being assembled, or else into the read buffer.
+    /// `false` when the stream ended (recorded in `closed`).
+    async fn read_some(&mut self) -> Result<bool> {
+        let buf = match &mut self.large {
+            Some(large) => &mut large.payload[large.filled..],
+            None => &mut self.rbuf[self.end..],
+        };
+        let read = read_into(&mut self.stream, &mut self.pending, buf).await;
+        let Some(n) = self.bytes_read(read)? else {
+            return Ok(false);
+        };
+        match &mut self.large {
+            Some(large) => large.filled += n,
+            None => self.end += n,
+        }
+        Ok(true)
     }
 
     /// The outcome of a socket read: `Some(n)` bytes, `None` when the stream ended
@@ -312,30 +309,18 @@ impl Conn {
         at: Instant,
     ) -> Result<usize> {
         match header.opcode {
-            OP_TEXT | OP_BINARY if header.fin => {
-                if self.fragments.is_some() {
-                    return Err(Error(
-                        "protocol: new message inside a fragmented one".into(),
-                    ));
-                }
-                if header.opcode == OP_TEXT {
-                    let text = std::str::from_utf8(payload)
-                        .map_err(|_| Error("protocol: text message not UTF-8".into()))?;
-                    on_text(text, at);
-                    Ok(1)
-                } else {
-                    self.binary_frames += 1;
-                    Ok(0)
-                }
-            }
             OP_TEXT | OP_BINARY => {
                 if self.fragments.is_some() {
                     return Err(Error(
                         "protocol: new message inside a fragmented one".into(),
                     ));
                 }
+                let text = header.opcode == OP_TEXT;
+                if header.fin {
+                    return self.deliver(text, payload, on_text, at);
+                }
                 self.fragments = Some(Fragments {
-                    text: header.opcode == OP_TEXT,
+                    text,
                     data: payload.to_vec(),
                 });
                 Ok(0)
@@ -348,18 +333,9 @@ impl Conn {
                     return Err(Error("protocol: message too large".into()));
                 }
                 fragments.data.extend_from_slice(payload);
-                if !header.fin {
-                    return Ok(0);
-                }
-                let fragments = self.fragments.take().expect("checked above");
-                if fragments.text {
-                    let text = std::str::from_utf8(&fragments.data)
-                        .map_err(|_| Error("protocol: text message not UTF-8".into()))?;
-                    on_text(text, at);
-                    Ok(1)
-                } else {
-                    self.binary_frames += 1;
-                    Ok(0)
+                match self.fragments.take_if(|_| header.fin) {
+                    Some(whole) => self.deliver(whole.text, &whole.data, on_text, at),
+                    None => Ok(0),
                 }
             }
             OP_CLOSE => {
@@ -377,6 +353,24 @@ impl Conn {
         }
     }
 
+    /// A whole message: text handed to `on_text` (1), binary counted (0).
+    fn deliver(
+        &mut self,
+        text: bool,
+        data: &[u8],
+        on_text: &mut (dyn FnMut(&str, Instant) + Send),
+        at: Instant,
+    ) -> Result<usize> {
+        if !text {
+            self.binary_frames += 1;
+            return Ok(0);
+        }
+        let text = std::str::from_utf8(data)
+            .map_err(|_| Error("protocol: text message not UTF-8".into()))?;
+        on_text(text, at);
+        Ok(1)
+    }
+
     /// Sends `event` on `topic` and waits (at most `limit`) for its reply; every other
     /// message received meanwhile goes to `other`, with its arrival time.
     pub async fn request(
@@ -389,7 +383,7 @@ impl Conn {
         other: &mut (dyn FnMut(&str, Instant) + Send),
     ) -> Result<ReplyStatus> {
         let reference = self.take_ref();
-        self.send(wire::encode(
+        self.send(&wire::encode(
             Some(join_ref),
             reference,
             topic,

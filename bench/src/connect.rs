@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::cli::ConnectArgs;
-use crate::member::{collect_setups, finish_members, spawn_members, tally_ends, Handler, Spec};
+use crate::member::{collect_setups, finish_members, spawn_members, Handler, Spec};
 use crate::proc::{rss_bytes, CpuMeter, RssSampler};
-use crate::report::{mib, round1, Outcome};
+use crate::report::{mib, round1, rss_line, Outcome};
 use crate::wire;
-use crate::{Ctx, Error, Result};
+use crate::{Ctx, Result};
 
 /// Counts what a held connection receives.
 #[derive(Default)]
@@ -39,11 +39,6 @@ impl Handler for Counts {
 }
 
 pub async fn run(ctx: &Arc<Ctx>, args: &ConnectArgs) -> Result<Outcome> {
-    if args.connections == 0 || args.per_room == 0 {
-        return Err(Error(
-            "--connections and --per-room must be at least 1".into(),
-        ));
-    }
     let mut out = Outcome::new("connect");
     let limit = crate::nofile_limit();
     if args.connections as u64 + 64 > limit {
@@ -77,10 +72,9 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ConnectArgs) -> Result<Outcome> {
     sampler.stop();
 
     let _ = stop_tx.send(true);
-    let (ends, lost) = finish_members(handles, ctx.timeout * 3).await;
-    let (dropped, drop_reasons, unacked) = tally_ends(&ends);
+    let finished = finish_members(handles, ctx.timeout * 3).await;
     let mut counts = Counts::default();
-    for end in &ends {
+    for end in &finished.ends {
         counts.presence_state += end.handler.presence_state;
         counts.presence_diff += end.handler.presence_diff;
         counts.other += end.handler.other;
@@ -112,45 +106,29 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ConnectArgs) -> Result<Outcome> {
         latency.human()
     ));
     out.line(format!("joins: {}", join_cpu.human()));
-    match (baseline, peak, settled, per_conn) {
-        (Some(b), Some(p), Some(s), Some(per)) => out.line(format!(
-            "server RSS: baseline {}, peak {}, settled {} after {}s hold: {:.0} bytes per connection",
-            mib(b),
-            mib(p),
-            mib(s),
+    out.line(rss_line(
+        &[("baseline", baseline), ("peak", peak), ("settled", settled)],
+        &format!(
+            " after {}s hold{}",
             args.hold_secs,
-            per
-        )),
-        _ => out.line("server RSS: not measured (no --server-pid)"),
-    }
+            per_conn.map_or(String::new(), |per| format!(
+                ": {per:.0} bytes per connection"
+            ))
+        ),
+    ));
     out.line(format!("hold: {}", hold_cpu.human()));
     out.line(format!(
-        "received: {} presence_state, {} presence_diff, {} other frames ({}); dropped before the end: {dropped}; closes unanswered: {unacked}",
+        "received: {} presence_state, {} presence_diff, {} other frames ({}); dropped before the end: {}; closes unanswered: {}",
         counts.presence_state,
         counts.presence_diff,
         counts.other,
-        mib(counts.bytes)
+        mib(counts.bytes),
+        finished.dropped,
+        finished.unanswered
     ));
 
-    if setups.failed > 0 {
-        out.problem(format!(
-            "{} of {} connections failed to connect or join: {}",
-            setups.failed,
-            args.connections,
-            setups.errors.join("; ")
-        ));
-    }
-    if dropped > 0 {
-        out.problem(format!(
-            "{dropped} connections ended before the tool closed them: {}",
-            drop_reasons.join("; ")
-        ));
-    }
-    if lost > 0 {
-        out.problem(format!(
-            "{lost} connection tasks did not finish closing in time"
-        ));
-    }
+    setups.add_problems(&mut out, "connections");
+    finished.add_problems(&mut out, "connections");
 
     out.set("connections", args.connections);
     out.set("per_room", args.per_room);
@@ -173,7 +151,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ConnectArgs) -> Result<Outcome> {
     out.set("presence_diff_frames", counts.presence_diff);
     out.set("other_frames", counts.other);
     out.set("received_bytes", counts.bytes);
-    out.set("dropped", dropped);
-    out.set("closes_unanswered", unacked);
+    out.set("dropped", finished.dropped);
+    out.set("closes_unanswered", finished.unanswered);
     Ok(out)
 }

@@ -15,16 +15,17 @@ use tokio::sync::watch;
 
 use crate::cli::FanoutArgs;
 use crate::client::Conn;
-use crate::member::{collect_setups, finish_members, spawn_members, tally_ends, Handler, Spec};
+use crate::member::{collect_setups, finish_members, spawn_members, Handler, Spec};
 use crate::proc::{rss_bytes, CpuMeter, RssSampler};
-use crate::report::{mib, ms, round1, Counters, Latency, Outcome};
+use crate::report::{mib, ms, round1, rss_line, Counters, Latency, Outcome};
 use crate::wire;
-use crate::{Ctx, Error, Result};
+use crate::{Ctx, Result};
 
 struct Member {
     slot: usize,
     prefix: Arc<str>,
-    arrivals: Vec<(u32, Instant)>,
+    /// When message k arrived, by k.
+    arrivals: Vec<Option<Instant>>,
     delivered: Arc<Vec<AtomicU32>>,
     diffs: Arc<Counters>,
     presence_bytes: Arc<Counters>,
@@ -47,15 +48,15 @@ impl Handler for Member {
             "new_msg" => {
                 let id = wire::new_msg_body(frame.payload).and_then(|body| {
                     body.strip_prefix(&*self.prefix)
-                        .and_then(|k| k.parse::<u32>().ok())
+                        .and_then(|k| k.parse::<usize>().ok())
                 });
                 match id {
-                    Some(k) if (k as usize) < self.delivered.len() => {
-                        if self.arrivals.iter().any(|a| a.0 == k) {
+                    Some(k) if k < self.arrivals.len() => {
+                        if self.arrivals[k].is_some() {
                             self.duplicates += 1;
                         } else {
-                            self.arrivals.push((k, at));
-                            self.delivered[k as usize].fetch_add(1, Ordering::Relaxed);
+                            self.arrivals[k] = Some(at);
+                            self.delivered[k].fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     _ => self.foreign += 1,
@@ -67,9 +68,6 @@ impl Handler for Member {
 }
 
 pub async fn run(ctx: &Arc<Ctx>, args: &FanoutArgs) -> Result<Outcome> {
-    if args.members == 0 || args.messages == 0 {
-        return Err(Error("--members and --messages must be at least 1".into()));
-    }
     let mut out = Outcome::new("fanout");
     let pid = ctx.server_pid;
     let baseline = pid.and_then(rss_bytes);
@@ -91,7 +89,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &FanoutArgs) -> Result<Outcome> {
         let member = Member {
             slot: i,
             prefix: prefix.clone(),
-            arrivals: Vec::with_capacity(args.messages),
+            arrivals: vec![None; args.messages],
             delivered: delivered.clone(),
             diffs: diffs.clone(),
             presence_bytes: presence_bytes.clone(),
@@ -116,8 +114,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &FanoutArgs) -> Result<Outcome> {
     let diffs_after = diffs.total().saturating_sub(diffs_during_joins);
 
     let _ = stop_tx.send(true);
-    let (ends, lost_tasks) = finish_members(handles, ctx.timeout * 3).await;
-    let (dropped, drop_reasons, unacked) = tally_ends(&ends);
+    let finished = finish_members(handles, ctx.timeout * 3).await;
     let peak = sampler.peak();
 
     // Per message: deliveries, time to the last one; per delivery: latency.
@@ -126,11 +123,11 @@ pub async fn run(ctx: &Arc<Ctx>, args: &FanoutArgs) -> Result<Outcome> {
     let mut last = vec![None::<Instant>; args.messages];
     let mut duplicates = 0;
     let mut foreign = 0;
-    for end in &ends {
+    for end in &finished.ends {
         duplicates += end.handler.duplicates;
         foreign += end.handler.foreign;
-        for &(k, at) in &end.handler.arrivals {
-            let k = k as usize;
+        for (k, &at) in end.handler.arrivals.iter().enumerate() {
+            let Some(at) = at else { continue };
             received[k] += 1;
             last[k] = Some(last[k].map_or(at, |l: Instant| l.max(at)));
             if let Some(sent) = publisher.published.get(k).copied().flatten() {
@@ -203,24 +200,16 @@ pub async fn run(ctx: &Arc<Ctx>, args: &FanoutArgs) -> Result<Outcome> {
         "loss: {loss} deliveries missing; publishing: {}",
         publish_cpu.human()
     ));
-    match (baseline, rss_after_joins, peak) {
-        (Some(b), Some(j), Some(p)) => out.line(format!(
-            "server RSS: baseline {}, after joins {}, peak {}",
-            mib(b),
-            mib(j),
-            mib(p)
-        )),
-        _ => out.line("server RSS: not measured (no --server-pid)"),
-    }
+    out.line(rss_line(
+        &[
+            ("baseline", baseline),
+            ("after joins", rss_after_joins),
+            ("peak", peak),
+        ],
+        "",
+    ));
 
-    if setups.failed > 0 {
-        out.problem(format!(
-            "{} of {} members failed to connect or join: {}",
-            setups.failed,
-            args.members,
-            setups.errors.join("; ")
-        ));
-    }
+    setups.add_problems(&mut out, "members");
     if let Some(error) = &publisher.error {
         out.problem(format!("publisher: {error}"));
     }
@@ -241,17 +230,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &FanoutArgs) -> Result<Outcome> {
     if duplicates > 0 {
         out.problem(format!("{duplicates} duplicate deliveries"));
     }
-    if dropped > 0 {
-        out.problem(format!(
-            "{dropped} members ended before the tool closed them: {}",
-            drop_reasons.join("; ")
-        ));
-    }
-    if lost_tasks > 0 {
-        out.problem(format!(
-            "{lost_tasks} member tasks did not finish closing in time"
-        ));
-    }
+    finished.add_problems(&mut out, "members");
 
     out.set("members", args.members);
     out.set("topic", &args.topic);
@@ -285,8 +264,8 @@ pub async fn run(ctx: &Arc<Ctx>, args: &FanoutArgs) -> Result<Outcome> {
     out.set("rss_baseline_bytes", baseline);
     out.set("rss_after_joins_bytes", rss_after_joins);
     out.set("rss_peak_bytes", peak);
-    out.set("dropped", dropped);
-    out.set("closes_unanswered", unacked);
+    out.set("dropped", finished.dropped);
+    out.set("closes_unanswered", finished.unanswered);
     Ok(out)
 }
 
@@ -351,8 +330,6 @@ async fn publish(
     let start = Instant::now();
     let mut refs: Vec<u64> = Vec::with_capacity(args.messages);
     let mut replies = 0;
-    let mut ok = 0;
-    let mut refusals = Vec::new();
     let mut next = 0;
     let mut last_publish = start;
     loop {
@@ -368,7 +345,7 @@ async fn publish(
                 &wire::body_payload(&body),
             );
             let sent = Instant::now();
-            if let Err(error) = conn.send(frame).await {
+            if let Err(error) = conn.send(&frame).await {
                 result.error = Some(format!("send: {error}"));
                 break;
             }
@@ -411,8 +388,8 @@ async fn publish(
             if frame.ref_number().is_some_and(|r| refs.contains(&r)) {
                 replies += 1;
                 match wire::reply_status(frame.payload) {
-                    Some(status) if status == "ok" => ok += 1,
-                    _ => refusals.push(wire::reply_response(frame.payload)),
+                    Some(status) if status == "ok" => result.ok += 1,
+                    _ => result.refusals.push(wire::reply_response(frame.payload)),
                 }
             }
         };
@@ -432,7 +409,5 @@ async fn publish(
         }
     }
     conn.close(ctx.timeout).await;
-    result.ok = ok;
-    result.refusals = refusals;
     result
 }

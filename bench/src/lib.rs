@@ -99,7 +99,7 @@ pub async fn run(cli: &Cli) -> Result<Outcome> {
     let ctx = Arc::new(Ctx {
         target,
         server_pid: cli.common.server_pid,
-        timeout: Duration::from_secs(cli.common.timeout_secs.max(1)),
+        timeout: Duration::from_secs(cli.common.timeout_secs),
         run_id: format!("{:x}", (nanos as u64) ^ u64::from(std::process::id())),
     });
     wire::init_clock();

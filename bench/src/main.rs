@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.common.threads {
-        runtime.worker_threads(threads.max(1));
+        runtime.worker_threads(threads);
     }
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{interval_at, timeout};
 
 use crate::client::{Conn, HEARTBEAT};
-use crate::report::Latency;
+use crate::report::{Latency, Outcome};
 use crate::{Ctx, Error, Result};
 
 /// What a mode does with the frames a member receives.
@@ -175,11 +175,11 @@ pub struct Setups {
 impl Setups {
     /// Joins per second from the first connect to the last join reply.
     pub fn joins_per_sec(&self) -> f64 {
-        match (self.first_start, self.last_join) {
-            (Some(first), Some(last)) if last > first => {
-                self.joined as f64 / last.duration_since(first).as_secs_f64()
-            }
-            _ => 0.0,
+        let secs = self.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            self.joined as f64 / secs
+        } else {
+            0.0
         }
     }
 
@@ -187,6 +187,18 @@ impl Setups {
         match (self.first_start, self.last_join) {
             (Some(first), Some(last)) => last.saturating_duration_since(first),
             _ => Duration::ZERO,
+        }
+    }
+
+    /// A problem when any setup failed; `what` names the members ("watchers").
+    pub fn add_problems(&self, out: &mut Outcome, what: &str) {
+        if self.failed > 0 {
+            out.problem(format!(
+                "{} of {} {what} failed to connect or join: {}",
+                self.failed,
+                self.joined + self.failed,
+                self.errors.join("; ")
+            ));
         }
     }
 }
@@ -242,45 +254,77 @@ pub async fn collect_setups(
     setups
 }
 
+/// How a group of members ended.
+pub struct Finished<H> {
+    /// The members that finished (in spawn order, less the `lost` ones).
+    pub ends: Vec<MemberEnd<H>>,
+    /// Tasks that did not finish within the limit (aborted) or panicked.
+    pub lost: usize,
+    /// Members whose connection ended or failed before the stop.
+    pub dropped: usize,
+    /// The first few reasons of the drops.
+    pub drop_reasons: Vec<String>,
+    /// Closes the server did not answer in time.
+    pub unanswered: usize,
+}
+
+impl<H> Finished<H> {
+    /// Problems for drops and lost tasks; `what` names the members ("watchers").
+    pub fn add_problems(&self, out: &mut Outcome, what: &str) {
+        if self.dropped > 0 {
+            out.problem(format!(
+                "{} {what} ended before the tool closed them: {}",
+                self.dropped,
+                self.drop_reasons.join("; ")
+            ));
+        }
+        if self.lost > 0 {
+            out.problem(format!(
+                "{} {what} did not finish closing in time (tasks aborted)",
+                self.lost
+            ));
+        }
+    }
+}
+
 /// Awaits every member (each closes within its own timeouts once stopped); a member
-/// that does not finish within `limit` is aborted and counted in the second value.
+/// that does not finish within `limit` is aborted and counted as lost.
 pub async fn finish_members<H>(
     handles: Vec<JoinHandle<MemberEnd<H>>>,
     limit: Duration,
-) -> (Vec<MemberEnd<H>>, usize) {
+) -> Finished<H> {
     let deadline = tokio::time::Instant::now() + limit;
-    let mut ends = Vec::with_capacity(handles.len());
-    let mut lost = 0;
+    let mut finished = Finished {
+        ends: Vec::with_capacity(handles.len()),
+        lost: 0,
+        dropped: 0,
+        drop_reasons: Vec::new(),
+        unanswered: 0,
+    };
     for mut handle in handles {
-        match tokio::time::timeout_at(deadline, &mut handle).await {
-            Ok(Ok(end)) => ends.push(end),
-            Ok(Err(_)) => lost += 1,
+        let end = match tokio::time::timeout_at(deadline, &mut handle).await {
+            Ok(Ok(end)) => end,
+            Ok(Err(_)) => {
+                finished.lost += 1;
+                continue;
+            }
             Err(_) => {
                 handle.abort();
-                lost += 1;
+                finished.lost += 1;
+                continue;
             }
-        }
-    }
-    (ends, lost)
-}
-
-/// Counts how members ended: `(dropped before the stop, first drop reasons, closes the
-/// server did not answer)`.
-pub fn tally_ends<H>(ends: &[MemberEnd<H>]) -> (usize, Vec<String>, usize) {
-    let mut dropped = 0;
-    let mut reasons = Vec::new();
-    let mut unacked = 0;
-    for end in ends {
+        };
         match &end.ended {
             Ended::Dropped(why) => {
-                dropped += 1;
-                if reasons.len() < 5 {
-                    reasons.push(why.clone());
+                finished.dropped += 1;
+                if finished.drop_reasons.len() < 5 {
+                    finished.drop_reasons.push(why.clone());
                 }
             }
-            Ended::Stopped { close_acked: false } => unacked += 1,
+            Ended::Stopped { close_acked: false } => finished.unanswered += 1,
             _ => {}
         }
+        finished.ends.push(end);
     }
-    (dropped, reasons, unacked)
+    finished
 }

@@ -146,6 +146,19 @@ pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// `server RSS: baseline 6.1 MiB, peak 9.0 MiB, end 7.2 MiB{suffix}` for the human
+/// summary: the figures in order, or "not measured" when any is missing.
+pub fn rss_line(figures: &[(&str, Option<u64>)], suffix: &str) -> String {
+    let mut parts = Vec::with_capacity(figures.len());
+    for &(name, bytes) in figures {
+        match bytes {
+            Some(bytes) => parts.push(format!("{name} {}", mib(bytes))),
+            None => return "server RSS: not measured (no --server-pid)".to_owned(),
+        }
+    }
+    format!("server RSS: {}{suffix}", parts.join(", "))
+}
+
 /// One counter per cache line, so that many tasks can count without contention;
 /// task `i` bumps slot `i % len`.
 pub struct Counters {
@@ -283,6 +296,19 @@ mod tests {
         assert!((985..=995).contains(&s.p99), "{s:?}");
         assert_eq!(s.max, 1000);
         assert_eq!(Latency::new().summary(), LatencySummary::default());
+    }
+
+    #[test]
+    fn rss_lines() {
+        let mb = 1024 * 1024;
+        assert_eq!(
+            rss_line(&[("baseline", Some(mb)), ("end", Some(3 * mb / 2))], ": ok"),
+            "server RSS: baseline 1.0 MiB, end 1.5 MiB: ok"
+        );
+        assert_eq!(
+            rss_line(&[("baseline", Some(mb)), ("end", None)], ": ok"),
+            "server RSS: not measured (no --server-pid)"
+        );
     }
 
     #[test]

@@ -22,10 +22,12 @@ use tokio::time::timeout;
 
 use crate::cli::SlowConsumerArgs;
 use crate::client::{Closed, Conn, HEARTBEAT};
-use crate::member::{collect_setups, finish_members, spawn_members, tally_ends, Ended, Spec};
+use crate::member::{collect_setups, finish_members, spawn_members, Ended, Spec};
 use crate::proc::{rss_bytes, CpuMeter, RssSampler};
-use crate::report::{mib, round1, Counters, Latency, Outcome};
-use crate::throughput::{parse_body, publisher, wait_deliveries, PublisherSpec, Subscriber};
+use crate::report::{mib, round1, rss_line, Counters, Latency, Outcome};
+use crate::throughput::{
+    parse_body, publisher, wait_deliveries, PublisherResult, PublisherSpec, Subscriber,
+};
 use crate::wire;
 use crate::{Ctx, Error, Result};
 
@@ -49,11 +51,6 @@ struct Watch {
 }
 
 pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
-    if args.members < 2 || !(args.rate > 0.0 && args.rate.is_finite()) {
-        return Err(Error(
-            "--members must be at least 2 (one of them is the slow one) and --rate positive".into(),
-        ));
-    }
     let mut out = Outcome::new("slow-consumer");
     let pid = ctx.server_pid;
     let prefix: Arc<str> = format!("{}/p", ctx.run_id).into();
@@ -112,7 +109,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
     tokio::pin!(publishing);
     let result = loop {
         tokio::select! {
-            done = &mut publishing => break done.unwrap_or_default(),
+            done = &mut publishing => break PublisherResult::of_task(0, done),
             _ = tick.tick() => observe(&mut seen, fd, slow_local, ctx.target.addr(), begin),
             _ = heartbeat.tick() => {
                 if seen.heartbeat_error.is_none() {
@@ -136,12 +133,11 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
     let series: Vec<(f64, u64)> = sampler.series(Duration::from_secs(1));
 
     let _ = stop_tx.send(true);
-    let (mut ends, lost_tasks) = finish_members(handles, ctx.timeout * 3).await;
-    let (dropped, drop_reasons, _) = tally_ends(&ends);
+    let mut finished = finish_members(handles, ctx.timeout * 3).await;
     let mut received = 0u64;
     let mut missing = 0u64;
     let mut violations = 0u64;
-    for end in ends.iter_mut() {
+    for end in finished.ends.iter_mut() {
         end.handler.latency.flush();
         if end.ended == Ended::SetupFailed {
             continue;
@@ -190,15 +186,10 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
             .map_or("still open (the server never closed it)".to_owned(), |c| c
                 .to_string())
     ));
-    match (baseline, peak, end_rss) {
-        (Some(b), Some(p), Some(e)) => out.line(format!(
-            "server RSS: baseline {}, max {}, end {}",
-            mib(b),
-            mib(p),
-            mib(e)
-        )),
-        _ => out.line("server RSS: not measured (no --server-pid)"),
-    }
+    out.line(rss_line(
+        &[("baseline", baseline), ("max", peak), ("end", end_rss)],
+        "",
+    ));
     out.line(cpu.human());
 
     if !publisher_ready {
@@ -214,30 +205,14 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
             result.refusals.join("; ")
         ));
     }
-    if setups.failed > 0 {
-        out.problem(format!(
-            "{} of {normal} members failed to connect or join: {}",
-            setups.failed,
-            setups.errors.join("; ")
-        ));
-    }
+    setups.add_problems(&mut out, "other members");
     if missing > 0 {
         out.problem(format!("other members lost {missing} deliveries"));
     }
     if violations > 0 {
         out.problem(format!("{violations} order violations at other members"));
     }
-    if dropped > 0 {
-        out.problem(format!(
-            "{dropped} other members were disconnected: {}",
-            drop_reasons.join("; ")
-        ));
-    }
-    if lost_tasks > 0 {
-        out.problem(format!(
-            "{lost_tasks} member tasks did not finish closing in time"
-        ));
-    }
+    finished.add_problems(&mut out, "other members");
     if !closed_by_server {
         out.problem("the server did not close the slow consumer");
     }
@@ -285,7 +260,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
             .map(|&(t, b)| (round1(t), b))
             .collect::<Vec<_>>(),
     );
-    out.set("dropped", dropped);
+    out.set("dropped", finished.dropped);
     Ok(out)
 }
 
@@ -390,6 +365,7 @@ fn tcp_state_name(state: u8) -> &'static str {
     }
 }
 
+#[derive(Default)]
 struct Drained {
     messages: u64,
     bytes: u64,
@@ -403,13 +379,7 @@ struct Drained {
 /// Reads the slow socket until it ends, or until nothing arrives for one second, or
 /// `limit × 3` in all.
 async fn drain(mut conn: Conn, prefix: &str, limit: Duration) -> Drained {
-    let mut drained = Drained {
-        messages: 0,
-        bytes: 0,
-        last: None,
-        ended: None,
-        error: None,
-    };
+    let mut drained = Drained::default();
     let deadline = Instant::now() + limit * 3;
     while Instant::now() < deadline {
         let (bytes, messages, last) =

@@ -11,16 +11,16 @@
 //!
 //! The [`Subscriber`] handler and [`publisher`] are shared with the slow-consumer mode.
 
+use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinError;
 
 use crate::cli::ThroughputArgs;
 use crate::client::Conn;
-use crate::member::{
-    collect_setups, finish_members, spawn_members, tally_ends, Ended, Handler, Spec,
-};
+use crate::member::{collect_setups, finish_members, spawn_members, Ended, Handler, Spec};
 use crate::proc::CpuMeter;
 use crate::report::{round1, Counters, Latency, LocalLatency, Outcome};
 use crate::wire;
@@ -203,6 +203,7 @@ pub async fn publisher(
     let mut seq = 0u64;
     let mut outstanding = 0usize;
     let window = spec.window.max(1);
+    let mut body = String::with_capacity(spec.pad_to.max(64));
     loop {
         let now = Instant::now();
         let sending = now < end;
@@ -224,25 +225,27 @@ pub async fn publisher(
                     None => Instant::now(),
                 };
                 seq += 1;
-                let mut body =
-                    format!("{}{}/{seq}/{}", spec.prefix, spec.id, wire::nanos_of(stamp));
+                body.clear();
+                let _ = write!(
+                    body,
+                    "{}{}/{seq}/{}",
+                    spec.prefix,
+                    spec.id,
+                    wire::nanos_of(stamp)
+                );
                 if spec.pad_to > body.len() + 1 {
                     body.push('/');
                     let pad = spec.pad_to - body.len();
                     body.extend(std::iter::repeat_n('x', pad));
                 }
                 let reference = conn.take_ref();
-                let frame = wire::encode(
+                conn.feed(&wire::encode(
                     Some(join_ref),
                     reference,
                     &spec.topic,
                     "new_msg",
                     &wire::body_payload(&body),
-                );
-                if let Err(error) = conn.feed(frame).await {
-                    result.error = Some(format!("send: {error}"));
-                    return finish(result, conn, &ctx).await;
-                }
+                ));
                 outstanding += 1;
                 result.sent += 1;
                 batch += 1;
@@ -316,6 +319,17 @@ async fn finish(mut result: PublisherResult, conn: Conn, ctx: &Ctx) -> Publisher
     result
 }
 
+impl PublisherResult {
+    /// The result of publisher `id`'s task; a task that panicked is an error.
+    pub fn of_task(id: usize, joined: std::result::Result<Self, JoinError>) -> Self {
+        joined.unwrap_or_else(|error| PublisherResult {
+            id,
+            error: Some(format!("publisher task failed: {error}")),
+            ..PublisherResult::default()
+        })
+    }
+}
+
 /// Waits until `progress` reaches `expected`, at most until `deadline`; returns when
 /// it stopped waiting.
 pub async fn wait_deliveries(progress: &Counters, expected: u64, deadline: Instant) -> Instant {
@@ -329,14 +343,6 @@ pub async fn wait_deliveries(progress: &Counters, expected: u64, deadline: Insta
 }
 
 pub async fn run(ctx: &Arc<Ctx>, args: &ThroughputArgs) -> Result<Outcome> {
-    if args.subscribers == 0 || args.rooms == 0 || args.publishers == 0 {
-        return Err(Error(
-            "--subscribers, --rooms and --publishers must be at least 1".into(),
-        ));
-    }
-    if args.rate.is_some_and(|r| r <= 0.0 || !r.is_finite()) {
-        return Err(Error("--rate must be a positive number".into()));
-    }
     let mut out = Outcome::new("throughput");
     let pid = ctx.server_pid;
     let prefix: Arc<str> = format!("{}/p", ctx.run_id).into();
@@ -396,14 +402,8 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ThroughputArgs) -> Result<Outcome> {
     let begin = Instant::now();
     let _ = start_tx.send(Some(begin));
     let mut results = Vec::with_capacity(args.publishers);
-    for handle in publishers {
-        match handle.await {
-            Ok(result) => results.push(result),
-            Err(error) => results.push(PublisherResult {
-                error: Some(format!("publisher task failed: {error}")),
-                ..PublisherResult::default()
-            }),
-        }
+    for (p, handle) in publishers.into_iter().enumerate() {
+        results.push(PublisherResult::of_task(p, handle.await));
     }
     let mut subs_in_room = vec![0u64; args.rooms];
     for i in 0..args.subscribers {
@@ -417,15 +417,14 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ThroughputArgs) -> Result<Outcome> {
     let cpu = cpu.stop();
 
     let _ = stop_tx.send(true);
-    let (mut ends, lost_tasks) = finish_members(handles, ctx.timeout * 3).await;
-    let (dropped, drop_reasons, unacked) = tally_ends(&ends);
+    let mut finished = finish_members(handles, ctx.timeout * 3).await;
     let mut received = 0u64;
     let mut expected = 0u64;
     let mut missing = 0u64;
     let mut extra = 0u64;
     let mut violations = 0u64;
     let mut foreign = 0u64;
-    for end in ends.iter_mut() {
+    for end in finished.ends.iter_mut() {
         end.handler.latency.flush();
         if end.ended == Ended::SetupFailed {
             continue;
@@ -483,14 +482,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ThroughputArgs) -> Result<Outcome> {
     }
     out.line(cpu.human());
 
-    if setups.failed > 0 {
-        out.problem(format!(
-            "{} of {} subscribers failed to connect or join: {}",
-            setups.failed,
-            args.subscribers,
-            setups.errors.join("; ")
-        ));
-    }
+    setups.add_problems(&mut out, "subscribers");
     for r in &results {
         if let Some(error) = &r.error {
             out.problem(format!("publisher {}: {error}", r.id));
@@ -517,17 +509,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ThroughputArgs) -> Result<Outcome> {
     if violations > 0 {
         out.problem(format!("{violations} per-publisher order violations"));
     }
-    if dropped > 0 {
-        out.problem(format!(
-            "{dropped} subscribers ended before the tool closed them: {}",
-            drop_reasons.join("; ")
-        ));
-    }
-    if lost_tasks > 0 {
-        out.problem(format!(
-            "{lost_tasks} subscriber tasks did not finish closing in time"
-        ));
-    }
+    finished.add_problems(&mut out, "subscribers");
 
     out.set("subscribers", args.subscribers);
     out.set("rooms", args.rooms);
@@ -557,7 +539,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ThroughputArgs) -> Result<Outcome> {
     out.set("latency_us", summary);
     out.set("max_schedule_lag_us", max_lag);
     out.set_cpu("run", &cpu);
-    out.set("dropped", dropped);
-    out.set("closes_unanswered", unacked);
+    out.set("dropped", finished.dropped);
+    out.set("closes_unanswered", finished.unanswered);
     Ok(out)
 }

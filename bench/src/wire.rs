@@ -10,6 +10,7 @@
 //! Also here: the tool's monotonic clock ([`nanos_of`]) whose readings message bodies carry.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -195,19 +196,12 @@ pub fn encode(
     event: &str,
     payload: &str,
 ) -> String {
-    let mut out = String::with_capacity(32 + topic.len() + event.len() + payload.len());
-    out.push('[');
-    match join_ref {
-        Some(j) => {
-            out.push('"');
-            out.push_str(&j.to_string());
-            out.push('"');
-        }
-        None => out.push_str("null"),
-    }
-    out.push_str(",\"");
-    out.push_str(&reference.to_string());
-    out.push_str("\",");
+    let mut out = String::with_capacity(48 + topic.len() + event.len() + payload.len());
+    // Writing to a String cannot fail.
+    let _ = match join_ref {
+        Some(j) => write!(out, "[\"{j}\",\"{reference}\","),
+        None => write!(out, "[null,\"{reference}\","),
+    };
     push_json_string(&mut out, topic);
     out.push(',');
     push_json_string(&mut out, event);

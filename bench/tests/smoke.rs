@@ -25,16 +25,16 @@ fn url(server: &fluxwire::RunningServer) -> String {
     format!("ws://{}/socket/websocket", server.addr())
 }
 
-/// Runs the tool's library on `args` against a fresh server.
-fn run(args: &[&str]) -> Outcome {
+/// Runs the tool's library on `args` (split at spaces) against a fresh server.
+fn run(args: &str) -> Outcome {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = server();
-    let url = url(&server);
-    let pid = std::process::id().to_string();
-    let mut argv = vec!["fluxwire-bench"];
-    argv.extend_from_slice(args);
-    argv.extend_from_slice(&["--url", &url, "--server-pid", &pid, "--sources", "3"]);
-    let cli = Cli::try_parse_from(&argv).expect("valid arguments");
+    let argv = format!(
+        "fluxwire-bench {args} --url {} --server-pid {} --sources 3",
+        url(&server),
+        std::process::id()
+    );
+    let cli = Cli::try_parse_from(argv.split_whitespace()).expect("valid arguments");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,17 +64,7 @@ fn assert_ok(outcome: &Outcome) {
 
 #[test]
 fn connect() {
-    let o = run(&[
-        "connect",
-        "--connections",
-        "200",
-        "--per-room",
-        "50",
-        "--concurrency",
-        "50",
-        "--hold-secs",
-        "1",
-    ]);
+    let o = run("connect --connections 200 --per-room 50 --concurrency 50 --hold-secs 1");
     assert_ok(&o);
     assert_eq!(num(&o, "joined"), 200.0);
     assert_eq!(num(&o, "failed"), 0.0);
@@ -90,15 +80,7 @@ fn connect() {
 
 #[test]
 fn fanout() {
-    let o = run(&[
-        "fanout",
-        "--members",
-        "100",
-        "--messages",
-        "3",
-        "--interval-ms",
-        "200",
-    ]);
+    let o = run("fanout --members 100 --messages 3 --interval-ms 200");
     assert_ok(&o);
     assert_eq!(num(&o, "joined"), 100.0);
     assert_eq!(num(&o, "loss"), 0.0);
@@ -113,17 +95,7 @@ fn fanout() {
 
 #[test]
 fn throughput() {
-    let o = run(&[
-        "throughput",
-        "--subscribers",
-        "50",
-        "--rooms",
-        "2",
-        "--publishers",
-        "2",
-        "--duration-secs",
-        "2",
-    ]);
+    let o = run("throughput --subscribers 50 --rooms 2 --publishers 2 --duration-secs 2");
     assert_ok(&o);
     assert!(num(&o, "deliveries") > 0.0);
     assert_eq!(num(&o, "deliveries"), num(&o, "expected_deliveries"));
@@ -137,19 +109,8 @@ fn throughput() {
 
 #[test]
 fn throughput_at_a_rate() {
-    let o = run(&[
-        "throughput",
-        "--subscribers",
-        "20",
-        "--rooms",
-        "2",
-        "--publishers",
-        "2",
-        "--duration-secs",
-        "2",
-        "--rate",
-        "100",
-    ]);
+    let o =
+        run("throughput --subscribers 20 --rooms 2 --publishers 2 --duration-secs 2 --rate 100");
     assert_ok(&o);
     // 2 publishers × ~200 messages × 10 subscribers each.
     let acked = num(&o, "acked");
@@ -159,17 +120,7 @@ fn throughput_at_a_rate() {
 
 #[test]
 fn churn() {
-    let o = run(&[
-        "churn",
-        "--rate",
-        "20",
-        "--duration-secs",
-        "3",
-        "--watchers",
-        "4",
-        "--settle-secs",
-        "1",
-    ]);
+    let o = run("churn --rate 20 --duration-secs 3 --watchers 4 --settle-secs 1");
     assert_ok(&o);
     assert_eq!(num(&o, "cycles_started"), 60.0);
     assert_eq!(num(&o, "cycles_completed"), 60.0);
@@ -182,17 +133,7 @@ fn churn() {
 
 #[test]
 fn slow_consumer() {
-    let o = run(&[
-        "slow-consumer",
-        "--members",
-        "5",
-        "--rate",
-        "2000",
-        "--duration-secs",
-        "3",
-        "--payload-bytes",
-        "1000",
-    ]);
+    let o = run("slow-consumer --members 5 --rate 2000 --duration-secs 3 --payload-bytes 1000");
     // The other members must not suffer: whether the server closed the slow one is
     // what this mode reports (and fails on when it did not).
     assert_eq!(num(&o, "loss"), 0.0);
@@ -207,9 +148,10 @@ fn slow_consumer() {
     assert_eq!(o.ok(), closed);
 }
 
-fn bench(args: &[&str]) -> (i32, String, String) {
+/// Runs the binary on `args` (split at spaces).
+fn bench(args: &str) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_fluxwire-bench"))
-        .args(args)
+        .args(args.split_whitespace())
         .output()
         .expect("the binary runs");
     (
@@ -225,15 +167,9 @@ fn binary_prints_one_json_line_and_sets_its_exit_code() {
     let server = server();
     let url = url(&server);
 
-    let (code, stdout, stderr) = bench(&[
-        "connect",
-        "--connections",
-        "20",
-        "--hold-secs",
-        "0",
-        "--url",
-        &url,
-    ]);
+    let (code, stdout, stderr) = bench(&format!(
+        "connect --connections 20 --hold-secs 0 --url {url}"
+    ));
     assert_eq!(code, 0, "{stdout}{stderr}");
     let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(last["mode"], "connect");
@@ -242,31 +178,16 @@ fn binary_prints_one_json_line_and_sets_its_exit_code() {
     assert!(stdout.contains("joins/s"), "{stdout}");
     assert!(stderr.contains("RLIMIT_NOFILE"), "{stderr}");
 
-    let (code, stdout, _) = bench(&[
-        "--json-only",
-        "connect",
-        "--connections",
-        "5",
-        "--hold-secs",
-        "0",
-        "--url",
-        &url,
-    ]);
+    let (code, stdout, _) = bench(&format!(
+        "--json-only connect --connections 5 --hold-secs 0 --url {url}"
+    ));
     assert_eq!(code, 0);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
 
     // A refused join is a failure: exit 1, with the reason.
-    let (code, stdout, stderr) = bench(&[
-        "fanout",
-        "--members",
-        "3",
-        "--messages",
-        "1",
-        "--topic",
-        "room:no!",
-        "--url",
-        &url,
-    ]);
+    let (code, stdout, stderr) = bench(&format!(
+        "fanout --members 3 --messages 1 --topic room:no! --url {url}"
+    ));
     assert_eq!(code, 1, "{stdout}{stderr}");
     let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(last["ok"], false);
@@ -282,7 +203,7 @@ fn refuses_non_loopback_targets() {
         "ws://192.0.2.1:4000/socket/websocket",
         "ws://example.com/socket/websocket",
     ] {
-        let (code, stdout, stderr) = bench(&["connect", "--connections", "1", "--url", url]);
+        let (code, stdout, stderr) = bench(&format!("connect --connections 1 --url {url}"));
         assert_eq!(code, 2, "{stdout}{stderr}");
         assert!(stderr.contains("only loopback targets"), "{stderr}");
         assert!(stdout.is_empty(), "{stdout}");
