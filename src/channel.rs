@@ -2,9 +2,10 @@
 //!
 //! Owns the [`Channel`] trait (join / handle_in / handle_info / terminate / handle_out),
 //! the [`ChannelContext`] handed to it, and the actor that runs one instance: it calls
-//! the application with panics caught, subscribes the instance to its topic, and reports
-//! replies, pushes and its end to its session. Must not write to the socket: everything
-//! for the client goes through the session, which owns ordering and refs.
+//! the application with panics caught, subscribes the instance to its topic, sends
+//! replies and pushes to the connection's [`Outlet`] (which holds them until the join
+//! reply is out) and reports the join's outcome and its end to its session. Must not
+//! write to the socket, nor decide when a frame may reach the client: the outlet does.
 
 use std::any::Any;
 use std::future::Future;
@@ -21,8 +22,9 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use crate::message::{Payload, Ref, Status};
+use crate::outlet::{Outlet, Sender};
 use crate::presence::{Presence, Tracked};
-use crate::pubsub::{BroadcastFrame, PubSub};
+use crate::pubsub::{BroadcastFrame, Intercept, PubSub, Subscriber};
 use crate::session::SessionMsg;
 use crate::socket::Assigns;
 
@@ -183,13 +185,9 @@ impl<C: Channel> ChannelContext<'_, C> {
 
     /// Sends `event` to this instance's client only.
     pub fn push(&self, event: &str, payload: impl Into<Payload>) {
-        push(
-            &self.core.session,
-            self.core.instance,
-            &self.core.topic,
-            event,
-            payload.into(),
-        );
+        self.core
+            .outlet
+            .push(&self.core.sender(), event, &payload.into());
     }
 
     /// A handle that pushes to this instance's client from anywhere (a store, a
@@ -263,37 +261,21 @@ impl ChannelRef {
 /// Pushes to one channel instance's client; see [`ChannelContext::pusher`].
 #[derive(Clone)]
 pub struct Pusher {
-    session: Recipient<SessionMsg>,
+    outlet: Arc<dyn Outlet>,
     topic: Arc<str>,
     instance: InstanceId,
+    join_ref: Option<Ref>,
 }
 
 impl Pusher {
     pub fn push(&self, event: &str, payload: impl Into<Payload>) {
-        push(
-            &self.session,
-            self.instance,
-            &self.topic,
-            event,
-            payload.into(),
-        );
+        let from = Sender {
+            instance: self.instance,
+            topic: &self.topic,
+            join_ref: self.join_ref.as_ref(),
+        };
+        self.outlet.push(&from, event, &payload.into());
     }
-}
-
-/// Asks `session` to push `event` to the client of `instance`.
-fn push(
-    session: &Recipient<SessionMsg>,
-    instance: InstanceId,
-    topic: &Arc<str>,
-    event: &str,
-    payload: Payload,
-) {
-    session.do_send(SessionMsg::Push {
-        instance,
-        topic: topic.clone(),
-        event: event.to_owned(),
-        payload,
-    });
 }
 
 /// A pending subscription of one instance to its topic; see
@@ -302,13 +284,13 @@ pub struct Subscription {
     pubsub: PubSub,
     topic: Arc<str>,
     instance: InstanceId,
-    session: Recipient<SessionMsg>,
+    subscriber: Subscriber,
 }
 
 impl Subscription {
     pub fn activate(self) {
         self.pubsub
-            .subscribe(&self.topic, self.instance, self.session);
+            .subscribe(&self.topic, self.instance, self.subscriber);
     }
 }
 
@@ -327,7 +309,10 @@ pub(crate) struct ChannelCore {
     instance: InstanceId,
     assigns: Arc<Assigns>,
     session: Recipient<SessionMsg>,
+    outlet: Arc<dyn Outlet>,
     pubsub: PubSub,
+    /// The events this channel intercepts, with its own address for them.
+    intercepts: Option<(&'static [&'static str], Recipient<ChannelMsg>)>,
     subscription: SubscriptionState,
     tracks: Vec<Tracked>,
     joined: bool,
@@ -336,20 +321,38 @@ pub(crate) struct ChannelCore {
 }
 
 impl ChannelCore {
+    fn sender(&self) -> Sender<'_> {
+        Sender {
+            instance: self.instance,
+            topic: &self.topic,
+            join_ref: self.join_ref.as_ref(),
+        }
+    }
+
     fn pusher(&self) -> Pusher {
         Pusher {
-            session: self.session.clone(),
+            outlet: self.outlet.clone(),
             topic: self.topic.clone(),
             instance: self.instance,
+            join_ref: self.join_ref.clone(),
         }
     }
 
     fn subscription(&self) -> Subscription {
+        let intercept = self.intercepts.as_ref().map(|(events, channel)| {
+            Box::new(Intercept {
+                events,
+                channel: channel.clone(),
+            })
+        });
         Subscription {
             pubsub: self.pubsub.clone(),
             topic: self.topic.clone(),
             instance: self.instance,
-            session: self.session.clone(),
+            subscriber: Subscriber {
+                outlet: self.outlet.clone(),
+                intercept,
+            },
         }
     }
 }
@@ -361,6 +364,7 @@ pub(crate) struct ChannelStart {
     pub instance: InstanceId,
     pub assigns: Arc<Assigns>,
     pub session: Recipient<SessionMsg>,
+    pub outlet: Arc<dyn Outlet>,
     pub pubsub: PubSub,
     pub params: JoinParams,
 }
@@ -368,7 +372,6 @@ pub(crate) struct ChannelStart {
 /// A started instance, as the session keeps it.
 pub(crate) struct StartedChannel {
     pub mailbox: Recipient<ChannelMsg>,
-    pub intercepts: &'static [&'static str],
 }
 
 /// Messages from the session to a channel instance.
@@ -416,25 +419,31 @@ where
                 log::error!("channel {}: constructor panicked: {message}", start.topic)
             })
             .ok()?;
-        let intercepts = channel.intercepts();
-        let core = ChannelCore {
-            topic: start.topic,
-            join_ref: start.join_ref,
-            instance: start.instance,
-            assigns: start.assigns,
-            session: start.session,
-            pubsub: start.pubsub,
-            subscription: SubscriptionState::Framework,
-            tracks: Vec::new(),
-            joined: false,
-            stop_requested: false,
-            finished: false,
-        };
-        let addr = ChannelActor { channel, core }.start();
+        let addr = ChannelActor::create(|ctx| {
+            let intercepts = match channel.intercepts() {
+                [] => None,
+                events => Some((events, ctx.address().recipient())),
+            };
+            let core = ChannelCore {
+                topic: start.topic,
+                join_ref: start.join_ref,
+                instance: start.instance,
+                assigns: start.assigns,
+                session: start.session,
+                outlet: start.outlet,
+                pubsub: start.pubsub,
+                intercepts,
+                subscription: SubscriptionState::Framework,
+                tracks: Vec::new(),
+                joined: false,
+                stop_requested: false,
+                finished: false,
+            };
+            ChannelActor { channel, core }
+        });
         addr.do_send(ChannelMsg::Join(start.params));
         Some(StartedChannel {
             mailbox: addr.recipient(),
-            intercepts,
         })
     }
 }
@@ -534,7 +543,7 @@ impl<C: Channel> ChannelActor<C> {
             Reply::Error(reason) => self.refuse_join(reason, ctx),
             Reply::Later(future) => {
                 // Subscribe now so that broadcasts during an asynchronous join are held
-                // by the session and delivered right after the join reply.
+                // by the outlet and delivered right after the join reply.
                 self.subscribe_if_framework();
                 ctx.wait(
                     CatchUnwind(future)
@@ -555,8 +564,14 @@ impl<C: Channel> ChannelActor<C> {
         });
         // Presence after the subscription (so no diff falls between the snapshot and
         // the subscription) and after the reply (so the state follows it on the wire).
-        for tracked in &mut self.core.tracks {
-            tracked.start(&self.core.topic, self.core.instance, &self.core.session);
+        let core = &mut self.core;
+        let from = Sender {
+            instance: core.instance,
+            topic: &core.topic,
+            join_ref: core.join_ref.as_ref(),
+        };
+        for tracked in &mut core.tracks {
+            tracked.start(&core.topic, &from, &*core.outlet);
         }
         if self.core.stop_requested {
             self.finish(Reason::Stopped, true, ctx);
@@ -625,13 +640,9 @@ impl<C: Channel> ChannelActor<C> {
     }
 
     fn send_reply(&self, msg_ref: Option<Ref>, status: Status, response: Payload) {
-        self.core.session.do_send(SessionMsg::Reply {
-            instance: self.core.instance,
-            topic: self.core.topic.clone(),
-            msg_ref,
-            status,
-            response,
-        });
+        self.core
+            .outlet
+            .reply(&self.core.sender(), msg_ref.as_ref(), status, &response);
     }
 
     /// Runs `terminate`, drops presence and subscription, and (when the client should

@@ -3,7 +3,8 @@
 //!
 //! The data path, one module each:
 //! [`transport`] (WebSocket) → [`serializer`] (V1/V2) → [`session`] (one per connection)
-//! → [`channel`] (one actor per joined topic) → [`pubsub`] → back to the sessions.
+//! → [`channel`] (one actor per joined topic) → [`pubsub`] → [`outlet`] (each client's
+//! ordered way out, written from any thread) → back to the transport.
 //! Around it: [`endpoint`] (HTTP wiring and the server's life), [`router`] (topic →
 //! channel), [`socket`] (the application's `connect`), [`presence`], [`registry`]
 //! (live sessions), [`agent`] (state actors for the application's stores), [`config`]
@@ -14,6 +15,7 @@ pub mod channel;
 pub mod config;
 pub mod endpoint;
 pub mod message;
+pub mod outlet;
 pub mod presence;
 pub mod pubsub;
 pub mod registry;

@@ -11,13 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use actix::Recipient;
 use serde_json::{Map, Value};
 
 use crate::channel::InstanceId;
 use crate::message::Payload;
+use crate::outlet::{Outlet, Sender};
 use crate::pubsub::PubSub;
-use crate::session::SessionMsg;
 
 /// How long changes on a topic gather before one `presence_diff` carries them all.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(25);
@@ -254,23 +253,13 @@ impl Tracked {
     }
 
     /// Tracks the meta and pushes `presence_state` to the instance's client.
-    pub(crate) fn start(
-        &mut self,
-        topic: &Arc<str>,
-        instance: InstanceId,
-        session: &Recipient<SessionMsg>,
-    ) {
+    pub(crate) fn start(&mut self, topic: &Arc<str>, from: &Sender<'_>, outlet: &dyn Outlet) {
         let Some(meta) = self.meta.take() else {
             return;
         };
-        let (state, schedule) = self.presence.track(topic, instance, &self.key, meta);
-        self.started = Some((topic.clone(), instance));
-        session.do_send(SessionMsg::Push {
-            instance,
-            topic: topic.clone(),
-            event: "presence_state".to_owned(),
-            payload: state,
-        });
+        let (state, schedule) = self.presence.track(topic, from.instance, &self.key, meta);
+        self.started = Some((topic.clone(), from.instance));
+        outlet.push(from, "presence_state", &state);
         if schedule {
             self.presence.schedule_flush(topic.clone());
         }

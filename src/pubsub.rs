@@ -2,8 +2,10 @@
 //!
 //! Owns the topic → subscribers table (one entry per channel instance) and the
 //! [`BroadcastFrame`], which encodes a broadcast at most once per serializer version, the
-//! same bytes then going to every subscriber ("fastlane"). Must not encode per recipient
-//! or know what a session does with a frame.
+//! same bytes then going to every subscriber ("fastlane"): written by the publisher's
+//! thread straight into each subscriber's [`Outlet`], with no message to its session.
+//! Events a channel intercepts go to its actor instead. Must not encode per recipient
+//! or know how an outlet reaches its client.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -13,15 +15,28 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use actix::Recipient;
 
-use crate::channel::InstanceId;
+use crate::channel::{ChannelMsg, InstanceId};
 use crate::message::{Broadcast, Payload};
+use crate::outlet::Outlet;
 use crate::serializer::{Frame, Serializer};
-use crate::session::SessionMsg;
 
 /// Shards of the topic table: broadcasts on different topics rarely share a lock.
 const SHARDS: usize = 32;
 
-type Subscribers = HashMap<InstanceId, Recipient<SessionMsg>>;
+type Subscribers = HashMap<InstanceId, Subscriber>;
+
+/// Where one channel instance's broadcasts go.
+pub(crate) struct Subscriber {
+    pub outlet: Arc<dyn Outlet>,
+    /// Only for a channel that intercepts some events.
+    pub intercept: Option<Box<Intercept>>,
+}
+
+/// Events that go to the channel's [`Channel::handle_out`](crate::Channel::handle_out).
+pub(crate) struct Intercept {
+    pub events: &'static [&'static str],
+    pub channel: Recipient<ChannelMsg>,
+}
 
 /// The in-process PubSub. Cheap to clone; all clones share one table.
 #[derive(Clone)]
@@ -75,19 +90,14 @@ impl PubSub {
         &self.inner.shards[index]
     }
 
-    /// Subscribes a channel instance; its session receives the topic's broadcasts.
-    /// Subscribing the same instance twice is harmless.
-    pub fn subscribe(
-        &self,
-        topic: &Arc<str>,
-        instance: InstanceId,
-        session: Recipient<SessionMsg>,
-    ) {
+    /// Subscribes a channel instance to the topic's broadcasts. Subscribing the same
+    /// instance twice is harmless.
+    pub(crate) fn subscribe(&self, topic: &Arc<str>, instance: InstanceId, subscriber: Subscriber) {
         let mut table = write(self.shard(topic));
         table
             .entry(topic.clone())
             .or_default()
-            .insert(instance, session);
+            .insert(instance, subscriber);
     }
 
     pub fn unsubscribe(&self, topic: &str, instance: InstanceId) {
@@ -148,19 +158,20 @@ impl PubSub {
             encoded: Default::default(),
             stats: self.inner.stats.clone(),
         });
-        // The shard's read lock stays held over the loop: `do_send` never blocks, and
-        // cloning 19,000 recipients out (each clone allocates) would cost more than
-        // the subscribes to this shard that wait meanwhile.
+        // The shard's read lock stays held over the loop: an outlet only queues (it
+        // never waits on a socket), and cloning 19,000 subscribers out would cost
+        // more than the subscribes to this shard that wait meanwhile.
         let mut delivered = 0;
-        for (&instance, session) in subscribers {
+        for (&instance, subscriber) in subscribers {
             if Some(instance) == except {
                 continue;
             }
-            let message = SessionMsg::Deliver {
-                instance,
-                frame: frame.clone(),
-            };
-            session.do_send(message);
+            match &subscriber.intercept {
+                Some(intercept) if intercept.events.contains(&event) => {
+                    intercept.channel.do_send(ChannelMsg::Out(frame.clone()));
+                }
+                _ => subscriber.outlet.deliver(instance, &frame),
+            }
             delivered += 1;
         }
         self.inner

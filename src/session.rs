@@ -1,9 +1,11 @@
 //! The session: one per connection, whatever its transport.
 //!
 //! Owns the connection's protocol state: the topic → channel table with join refs,
-//! heartbeats, routing of client messages to channel instances, the order in which
-//! replies, pushes and broadcasts reach the client, and the serializer. Must not hold
-//! application state (channels do) or touch the transport beyond its [`Outbox`].
+//! heartbeats, routing of client messages to channel instances (holding them while a
+//! join or a leave is in progress), and each instance's life on the connection's
+//! [`Outlet`]: joining, joined (the reply goes out first), ended. Must not hold
+//! application state (channels do), nor stand between a channel or pubsub and the
+//! client: their frames go to the outlet directly.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,13 +16,13 @@ use serde_json::json;
 use crate::channel::{ChannelMsg, ChannelStart, InstanceId, Reason, INBOUND_LIMIT};
 use crate::endpoint::Shared;
 use crate::message::{event, Message, Payload, Push, Ref, Reply, Status, PHOENIX_TOPIC};
-use crate::pubsub::BroadcastFrame;
+use crate::outlet::Outlet;
 use crate::registry::Registration;
 use crate::serializer::{EncodeError, Frame, Serializer};
 use crate::socket::Assigns;
-use crate::transport::{close_code, Outbox};
+use crate::transport::close_code;
 
-/// What channels, pubsub and the endpoint tell a session.
+/// What channels and the endpoint tell a session.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
 pub enum SessionMsg {
@@ -30,29 +32,11 @@ pub enum SessionMsg {
         topic: Arc<str>,
         outcome: Result<Payload, Payload>,
     },
-    Reply {
-        instance: InstanceId,
-        topic: Arc<str>,
-        msg_ref: Option<Ref>,
-        status: Status,
-        response: Payload,
-    },
-    Push {
-        instance: InstanceId,
-        topic: Arc<str>,
-        event: String,
-        payload: Payload,
-    },
     /// The instance ended by itself (leave, stop, crash): `phx_close` or `phx_error`.
     Ended {
         instance: InstanceId,
         topic: Arc<str>,
         crashed: bool,
-    },
-    /// A broadcast on a topic the instance subscribes to.
-    Deliver {
-        instance: InstanceId,
-        frame: Arc<BroadcastFrame>,
     },
     /// Close the connection (server shutdown, or all sockets of a user disconnected).
     Disconnect { code: u16, reason: &'static str },
@@ -63,8 +47,9 @@ pub struct Session {
     shared: Arc<Shared>,
     serializer: Serializer,
     assigns: Arc<Assigns>,
-    /// Where channels and pubsub reach this session; set once the transport runs.
+    /// Where channels reach this session, and its client; set once the transport runs.
     mailbox: Option<Recipient<SessionMsg>>,
+    outlet: Option<Arc<dyn Outlet>>,
     channels: HashMap<Arc<str>, Entry>,
     peer: String,
     registration: Option<Registration>,
@@ -75,13 +60,12 @@ struct Entry {
     instance: InstanceId,
     join_ref: Option<Ref>,
     mailbox: Recipient<ChannelMsg>,
-    intercepts: &'static [&'static str],
     state: EntryState,
 }
 
 enum EntryState {
-    /// The join reply is not out yet: client messages wait in the backlog, pushes and
-    /// broadcasts in `held`, so that the reply is the first thing the client sees.
+    /// The join reply is not out yet: client messages wait in the backlog (and the
+    /// outlet holds what the channel sends).
     Joining(Box<Pending>),
     Joined,
     /// `phx_leave` was sent to the channel; client messages wait until it has ended.
@@ -92,12 +76,6 @@ enum EntryState {
 struct Pending {
     join_msg_ref: Option<Ref>,
     backlog: VecDeque<Message>,
-    held: Vec<Held>,
-}
-
-enum Held {
-    Push { event: String, payload: Payload },
-    Broadcast(Arc<BroadcastFrame>),
 }
 
 impl Session {
@@ -112,6 +90,7 @@ impl Session {
             serializer,
             assigns: Arc::new(assigns),
             mailbox: None,
+            outlet: None,
             channels: HashMap::new(),
             peer,
             registration: None,
@@ -123,16 +102,22 @@ impl Session {
         &self.peer
     }
 
-    /// The transport is up; `mailbox` is where this session's messages arrive.
-    pub fn opened(&mut self, mailbox: Recipient<SessionMsg>) {
+    pub fn serializer(&self) -> Serializer {
+        self.serializer
+    }
+
+    /// The transport is up; `mailbox` is where this session's messages arrive, `outlet`
+    /// where its client's frames go.
+    pub fn opened(&mut self, mailbox: Recipient<SessionMsg>, outlet: Arc<dyn Outlet>) {
         let socket_id = self.shared.socket.id(&self.assigns).map(Arc::from);
         let registration = self.shared.sessions.register(socket_id, mailbox.clone());
         self.registration = Some(registration);
         self.mailbox = Some(mailbox);
+        self.outlet = Some(outlet);
     }
 
     /// A text frame (or long-poll text message) from the client.
-    pub fn handle_text(&mut self, text: &str, out: &mut dyn Outbox) {
+    pub fn handle_text(&mut self, text: &str, out: &dyn Outlet) {
         match self.serializer.decode_text(text) {
             Ok(message) => self.handle_message(message, out),
             Err(error) => self.protocol_error(error.close_code(), &error, out),
@@ -140,20 +125,20 @@ impl Session {
     }
 
     /// A binary frame from the client.
-    pub fn handle_binary(&mut self, frame: bytes::Bytes, out: &mut dyn Outbox) {
+    pub fn handle_binary(&mut self, frame: bytes::Bytes, out: &dyn Outlet) {
         match self.serializer.decode_binary(frame) {
             Ok(message) => self.handle_message(message, out),
             Err(error) => self.protocol_error(error.close_code(), &error, out),
         }
     }
 
-    fn protocol_error(&self, code: u16, error: &dyn std::fmt::Display, out: &mut dyn Outbox) {
+    fn protocol_error(&self, code: u16, error: &dyn std::fmt::Display, out: &dyn Outlet) {
         log::warn!("{}: closing with {code}: {error}", self.peer);
         out.close(code, "invalid message");
     }
 
     /// Routes one decoded client message (PROTOCOL.md §5.2).
-    fn handle_message(&mut self, message: Message, out: &mut dyn Outbox) {
+    fn handle_message(&mut self, message: Message, out: &dyn Outlet) {
         if message.topic == PHOENIX_TOPIC && message.event == event::HEARTBEAT {
             let reply = Reply {
                 join_ref: None,
@@ -212,7 +197,7 @@ impl Session {
         }
     }
 
-    fn handle_unjoined(&mut self, message: Message, out: &mut dyn Outbox) {
+    fn handle_unjoined(&mut self, message: Message, out: &dyn Outlet) {
         match message.event.as_str() {
             event::JOIN => self.join(message, out),
             // Leaving what is not joined succeeds quietly, as in Phoenix.
@@ -227,7 +212,7 @@ impl Session {
         }
     }
 
-    fn reply_unmatched(&self, message: &Message, out: &mut dyn Outbox) {
+    fn reply_unmatched(&self, message: &Message, out: &dyn Outlet) {
         log::warn!(
             "{}: {} on unmatched topic {:?}",
             self.peer,
@@ -244,7 +229,7 @@ impl Session {
         message: &Message,
         status: Status,
         response: Payload,
-        out: &mut dyn Outbox,
+        out: &dyn Outlet,
     ) {
         let reply = Reply {
             join_ref,
@@ -257,12 +242,12 @@ impl Session {
     }
 
     /// Starts a channel instance for a `phx_join` (PROTOCOL.md §5.1).
-    fn join(&mut self, mut message: Message, out: &mut dyn Outbox) {
+    fn join(&mut self, mut message: Message, out: &dyn Outlet) {
         let Some(factory) = self.shared.router.route(&message.topic) else {
             return self.reply_unmatched(&message, out);
         };
         let join_ref = message.join_ref.clone().or_else(|| message.msg_ref.clone());
-        let refuse = |session: &Self, message: &Message, reason: &str, out: &mut dyn Outbox| {
+        let refuse = |session: &Self, message: &Message, reason: &str, out: &dyn Outlet| {
             let reason = Payload::Json(json!({ "reason": reason }));
             session.reply(join_ref.as_ref(), message, Status::Error, reason, out);
         };
@@ -275,7 +260,7 @@ impl Session {
         else {
             return refuse(self, &message, "invalid payload", out);
         };
-        let Some(mailbox) = self.mailbox.clone() else {
+        let (Some(mailbox), Some(outlet)) = (self.mailbox.clone(), self.outlet.clone()) else {
             return;
         };
         let topic: Arc<str> = message.topic.as_str().into();
@@ -286,10 +271,14 @@ impl Session {
             instance,
             assigns: self.assigns.clone(),
             session: mailbox,
+            outlet,
             pubsub: self.shared.pubsub.clone(),
             params,
         };
+        // Before the channel runs, so that nothing it sends can precede the reply.
+        out.joining(instance);
         let Some(started) = factory.start(start) else {
+            out.ended(instance, None);
             return refuse(self, &message, "join crashed", out);
         };
         let pending = Pending {
@@ -302,22 +291,22 @@ impl Session {
                 instance,
                 join_ref,
                 mailbox: started.mailbox,
-                intercepts: started.intercepts,
                 state: EntryState::Joining(Box::new(pending)),
             },
         );
     }
 
     /// A second join of a joined topic ends the old instance first (PROTOCOL.md §5.7).
-    fn replace_duplicate(&mut self, topic: &str, out: &mut dyn Outbox) {
+    fn replace_duplicate(&mut self, topic: &str, out: &dyn Outlet) {
         if let Some(old) = self.channels.remove(topic) {
             old.mailbox
                 .do_send(ChannelMsg::Close(Reason::DuplicateJoin));
-            self.write_close(topic, old.join_ref.as_ref(), false, out);
+            let close = self.close_frame(topic, old.join_ref.as_ref(), false);
+            out.ended(old.instance, close);
         }
     }
 
-    fn overloaded(&self, out: &mut dyn Outbox) {
+    fn overloaded(&self, out: &dyn Outlet) {
         log::warn!(
             "{}: closing with 1008: more than {INBOUND_LIMIT} messages waiting for one channel",
             self.peer
@@ -325,39 +314,14 @@ impl Session {
         out.close(close_code::POLICY, "too many messages in flight");
     }
 
-    /// A message from a channel, pubsub or the endpoint.
-    pub fn handle_msg(&mut self, msg: SessionMsg, out: &mut dyn Outbox) {
+    /// A message from a channel or the endpoint.
+    pub fn handle_msg(&mut self, msg: SessionMsg, out: &dyn Outlet) {
         match msg {
             SessionMsg::Joined {
                 instance,
                 topic,
                 outcome,
             } => self.joined(instance, &topic, outcome, out),
-            SessionMsg::Reply {
-                instance,
-                topic,
-                msg_ref,
-                status,
-                response,
-            } => {
-                if let Some(entry) = live_entry(&mut self.channels, instance, &topic) {
-                    let reply = Reply {
-                        join_ref: entry.join_ref.as_ref(),
-                        msg_ref: msg_ref.as_ref(),
-                        topic: &topic,
-                        status,
-                        response: &response,
-                    };
-                    write(&self.peer, self.serializer.encode_reply(&reply), out);
-                }
-            }
-            SessionMsg::Push {
-                instance,
-                topic,
-                event,
-                payload,
-            } => self.push(instance, &topic, event, payload, out),
-            SessionMsg::Deliver { instance, frame } => self.deliver(instance, frame, out),
             SessionMsg::Ended {
                 instance,
                 topic,
@@ -365,7 +329,8 @@ impl Session {
             } => {
                 if live_entry(&mut self.channels, instance, &topic).is_some() {
                     let entry = self.channels.remove(&*topic).expect("entry just found");
-                    self.write_close(&topic, entry.join_ref.as_ref(), crashed, out);
+                    let close = self.close_frame(&topic, entry.join_ref.as_ref(), crashed);
+                    out.ended(instance, close);
                     if let EntryState::Leaving(pending) | EntryState::Joining(pending) = entry.state
                     {
                         self.replay(pending.backlog, out);
@@ -381,7 +346,7 @@ impl Session {
         instance: InstanceId,
         topic: &str,
         outcome: Result<Payload, Payload>,
-        out: &mut dyn Outbox,
+        out: &dyn Outlet,
     ) {
         let Some(entry) = live_entry(&mut self.channels, instance, topic) else {
             return;
@@ -401,79 +366,25 @@ impl Session {
             status,
             response,
         };
-        write(&self.peer, self.serializer.encode_reply(&reply), out);
+        let reply = encoded(&self.peer, self.serializer.encode_reply(&reply));
         if outcome.is_err() {
             self.channels.remove(topic);
-        } else {
-            for held in pending.held {
-                match held {
-                    Held::Push { event, payload } => {
-                        self.push(instance, topic, event, payload, out)
-                    }
-                    Held::Broadcast(frame) => self.deliver(instance, frame, out),
-                }
-            }
+            out.ended(instance, reply);
+        } else if let Some(reply) = reply {
+            out.joined(instance, reply);
         }
         self.replay(pending.backlog, out);
     }
 
     /// Handles client messages that waited for a join or a leave, in arrival order.
-    fn replay(&mut self, backlog: VecDeque<Message>, out: &mut dyn Outbox) {
+    fn replay(&mut self, backlog: VecDeque<Message>, out: &dyn Outlet) {
         for message in backlog {
             self.handle_message(message, out);
         }
     }
 
-    fn push(
-        &mut self,
-        instance: InstanceId,
-        topic: &str,
-        event: String,
-        payload: Payload,
-        out: &mut dyn Outbox,
-    ) {
-        let Some(entry) = live_entry(&mut self.channels, instance, topic) else {
-            return;
-        };
-        if let EntryState::Joining(pending) = &mut entry.state {
-            pending.held.push(Held::Push { event, payload });
-            return;
-        }
-        let push = Push {
-            join_ref: entry.join_ref.as_ref(),
-            msg_ref: None,
-            topic,
-            event: &event,
-            payload: &payload,
-        };
-        write(&self.peer, self.serializer.encode_push(&push), out);
-    }
-
-    /// A broadcast: the shared pre-encoded frame, unless this channel intercepts it.
-    fn deliver(&mut self, instance: InstanceId, frame: Arc<BroadcastFrame>, out: &mut dyn Outbox) {
-        let Some(entry) = live_entry(&mut self.channels, instance, frame.topic()) else {
-            return;
-        };
-        match &mut entry.state {
-            EntryState::Joining(pending) => pending.held.push(Held::Broadcast(frame)),
-            _ if entry.intercepts.contains(&frame.event()) => {
-                entry.mailbox.do_send(ChannelMsg::Out(frame));
-            }
-            _ => {
-                if let Some(encoded) = frame.frame(self.serializer) {
-                    out.send(encoded.clone());
-                }
-            }
-        }
-    }
-
-    fn write_close(
-        &self,
-        topic: &str,
-        join_ref: Option<&Ref>,
-        crashed: bool,
-        out: &mut dyn Outbox,
-    ) {
+    /// `phx_close`, or `phx_error` for a crash, for the instance joined with `join_ref`.
+    fn close_frame(&self, topic: &str, join_ref: Option<&Ref>, crashed: bool) -> Option<Frame> {
         let (event, payload) = if crashed {
             (
                 event::ERROR,
@@ -489,7 +400,7 @@ impl Session {
             event,
             payload: &payload,
         };
-        write(&self.peer, self.serializer.encode_push(&push), out);
+        encoded(&self.peer, self.serializer.encode_push(&push))
     }
 
     /// The connection is gone: every channel ends with reason "closed" (PROTOCOL.md §5.8).
@@ -514,9 +425,15 @@ fn live_entry<'a>(
 }
 
 /// Sends an encoded frame, or logs why it could not be encoded.
-fn write(peer: &str, frame: Result<Frame, EncodeError>, out: &mut dyn Outbox) {
-    match frame {
-        Ok(frame) => out.send(frame),
-        Err(error) => log::warn!("{peer}: message not sent: {error}"),
+fn write(peer: &str, frame: Result<Frame, EncodeError>, out: &dyn Outlet) {
+    if let Some(frame) = encoded(peer, frame) {
+        out.send(frame);
     }
+}
+
+/// The encoded frame, or `None` with a log line saying why it could not be encoded.
+fn encoded(peer: &str, frame: Result<Frame, EncodeError>) -> Option<Frame> {
+    frame
+        .map_err(|error| log::warn!("{peer}: message not sent: {error}"))
+        .ok()
 }

@@ -447,6 +447,55 @@ async fn messages_wait_for_a_join_in_progress() {
     server.stop();
 }
 
+/// Pushes and broadcasts take different paths to the client (the session's outlet
+/// directly, and pubsub from the publisher's thread); what one channel sends still
+/// arrives in the order it sent it, and a member whose join is still in progress gets
+/// the broadcast after its join reply.
+#[tokio::test]
+async fn pushes_broadcasts_and_replies_keep_the_channels_order() {
+    let server = start();
+    let mut a = Client::v2(&server, "a").await;
+    a.join("echo:order", "1", json!({})).await;
+    let mut b = Client::v2(&server, "b").await;
+    b.send(
+        json!("5"),
+        json!("5"),
+        "echo:order",
+        "phx_join",
+        json!({"delay_ms": 300}),
+    )
+    .await;
+    // B's join is subscribed (it subscribes before waiting) but not yet answered.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.send(json!("1"), json!("2"), "echo:order", "interleave", json!({}))
+        .await;
+    assert_eq!(
+        a.recv_json().await,
+        json!(["1", null, "echo:order", "pushed", {"n": 1}])
+    );
+    assert_eq!(
+        a.recv_json().await,
+        json!([null, null, "echo:order", "shout", {"n": 2}])
+    );
+    assert_eq!(
+        a.recv_json().await,
+        json!(["1", null, "echo:order", "pushed", {"n": 3}])
+    );
+    assert_eq!(
+        a.recv_json().await,
+        reply(json!("1"), json!("2"), "echo:order", "ok", json!({"n": 4}))
+    );
+    assert_eq!(
+        head(&b.recv_json().await, 4),
+        json!(["5", "5", "echo:order", "phx_reply"])
+    );
+    assert_eq!(
+        b.recv_json().await,
+        json!([null, null, "echo:order", "shout", {"n": 2}])
+    );
+    server.stop();
+}
+
 #[tokio::test]
 async fn async_replies_keep_their_order() {
     let server = start();

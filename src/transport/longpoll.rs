@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, MessageResult};
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, MessageResult, Recipient};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -31,6 +31,7 @@ use uuid::Uuid;
 use super::{check_origin, close_code, open_session, peer, Admission, Connection, Outbox, Refusal};
 use crate::config::Config;
 use crate::endpoint::Shared;
+use crate::outlet::{Lane, Outlet};
 use crate::serializer::Frame;
 use crate::session::{Session, SessionMsg};
 use crate::socket::Params;
@@ -435,13 +436,19 @@ impl LongPollSessions {
         LongPollSession::create(|ctx| {
             // In the table before the handshake's answer, so the first poll finds it.
             self.table().insert(id, ctx.address());
+            let queue = Queue {
+                frames: VecDeque::new(),
+                ended: None,
+                peer: peer.clone(),
+                actor: Some(ctx.address().recipient()),
+                notified: false,
+            };
             LongPollSession {
                 id,
+                lane: Arc::new(Lane::new(session.serializer(), queue)),
                 connection: session,
                 shared,
                 peer,
-                frames: VecDeque::new(),
-                ended: None,
                 waiting: None,
                 polls: 0,
                 last_poll: Instant::now(),
@@ -470,10 +477,8 @@ pub(crate) struct LongPollSession {
     connection: Session,
     shared: Arc<Shared>,
     peer: String,
-    /// Encoded text frames not yet taken by a poll.
-    frames: VecDeque<ByteString>,
-    /// Set when the session must end (closed by the session, or queue overflow).
-    ended: Option<End>,
+    /// The session's outlet over its queue of encoded text frames.
+    lane: Arc<Lane<Queue>>,
     waiting: Option<Waiting>,
     /// Polls received, to tell a waiting poll's window timer from an older one's.
     polls: u64,
@@ -491,8 +496,13 @@ struct Waiting {
 
 /// Why a session ends by itself.
 enum End {
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
     Overflow,
+    /// The actor has stopped; nothing more is queued.
+    Stopped,
 }
 
 /// A poll GET arrived; the outcome goes to `reply` (now, or when frames or the window
@@ -527,70 +537,103 @@ enum PostOutcome {
     Ended,
 }
 
+/// Frames were queued from outside the actor (a broadcast, a channel's push).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct FramesQueued;
+
 /// The [`Outbox`] of a long-poll session: text frames queue for the next poll; binary
 /// frames cannot travel over long-poll and are dropped (PROTOCOL.md §8.3).
-struct Queue<'a> {
-    frames: &'a mut VecDeque<ByteString>,
-    ended: &'a mut Option<End>,
-    peer: &'a str,
+struct Queue {
+    frames: VecDeque<ByteString>,
+    ended: Option<End>,
+    peer: String,
+    /// Told when frames arrive, so that a waiting poll is answered.
+    actor: Option<Recipient<FramesQueued>>,
+    /// A [`FramesQueued`] is on its way.
+    notified: bool,
 }
 
-impl Outbox for Queue<'_> {
+impl Queue {
+    fn notify(&mut self) {
+        if !self.notified {
+            if let Some(actor) = &self.actor {
+                self.notified = true;
+                actor.do_send(FramesQueued);
+            }
+        }
+    }
+}
+
+impl Outbox for Queue {
     fn send(&mut self, frame: Frame) {
         if self.ended.is_some() {
             return;
         }
         match frame {
             Frame::Text(text) if self.frames.len() < QUEUE_LIMIT => self.frames.push_back(text),
-            Frame::Text(_) => *self.ended = Some(End::Overflow),
-            Frame::Binary(_) => log::warn!(
-                "{}: binary message not sent: long-poll carries text only",
-                self.peer
-            ),
+            Frame::Text(_) => self.ended = Some(End::Overflow),
+            Frame::Binary(_) => {
+                return log::warn!(
+                    "{}: binary message not sent: long-poll carries text only",
+                    self.peer
+                )
+            }
         }
+        self.notify();
     }
 
     fn close(&mut self, code: u16, reason: &str) {
         if self.ended.is_none() {
-            *self.ended = Some(End::Closed {
+            self.ended = Some(End::Closed {
                 code,
                 reason: reason.to_owned(),
             });
+            self.notify();
         }
     }
 }
 
 impl LongPollSession {
-    /// Runs `f` on the session with this session's queue as its outbox.
-    fn drive(&mut self, f: impl FnOnce(&mut Session, &mut dyn Outbox)) {
-        let mut out = Queue {
-            frames: &mut self.frames,
-            ended: &mut self.ended,
-            peer: &self.peer,
-        };
-        f(&mut self.connection, &mut out);
+    /// Runs `f` on the session with this session's outlet.
+    fn drive(&mut self, f: impl FnOnce(&mut Session, &dyn Outlet)) {
+        f(&mut self.connection, &*self.lane);
+    }
+
+    fn ended(&self) -> bool {
+        self.lane.with_outbox(|queue| queue.ended.is_some())
     }
 
     /// After the session wrote: end it if it must, or get new frames to a waiting poll.
     fn after_output(&mut self, ctx: &mut Context<Self>) {
-        if let Some(end) = &self.ended {
-            match end {
-                End::Overflow => log::warn!(
-                    "{}: long-poll session {} ended: more than {QUEUE_LIMIT} messages \
-                     waiting for a poll",
-                    self.peer,
-                    self.id
-                ),
-                End::Closed { code, reason } => log::debug!(
-                    "{}: long-poll session {} ended ({code}: {reason})",
-                    self.peer,
-                    self.id
-                ),
-            }
+        let (ended, has_frames) = self.lane.with_outbox(|queue| {
+            let ended = match &queue.ended {
+                None | Some(End::Stopped) => false,
+                Some(End::Overflow) => {
+                    log::warn!(
+                        "{}: long-poll session {} ended: more than {QUEUE_LIMIT} messages \
+                         waiting for a poll",
+                        self.peer,
+                        self.id
+                    );
+                    true
+                }
+                Some(End::Closed { code, reason }) => {
+                    log::debug!(
+                        "{}: long-poll session {} ended ({code}: {reason})",
+                        self.peer,
+                        self.id
+                    );
+                    true
+                }
+            };
+            (ended, !queue.frames.is_empty())
+        });
+        if ended {
             // What was queued still reaches a waiting poll; the next one gets 410.
             self.flush();
             ctx.stop();
-        } else if !self.frames.is_empty() && self.waiting.is_some() && !self.flush_scheduled {
+        } else if has_frames && self.waiting.is_some() && !self.flush_scheduled {
             // Answer after the messages already in the mailbox, so that a burst (a join
             // reply and its pushes) goes out in one response.
             self.flush_scheduled = true;
@@ -603,19 +646,25 @@ impl LongPollSession {
 
     /// Answers the waiting poll with every queued frame, if there are any.
     fn flush(&mut self) {
-        if self.frames.is_empty() {
+        if self.waiting.is_none() || !self.lane.with_outbox(|queue| !queue.frames.is_empty()) {
             return;
         }
         let Some(waiting) = self.waiting.take() else {
             return;
         };
         self.last_poll = Instant::now();
-        let frames = Vec::from(std::mem::take(&mut self.frames));
+        let frames = self
+            .lane
+            .with_outbox(|queue| Vec::from(std::mem::take(&mut queue.frames)));
         if let Err(PollOutcome::Messages(frames)) =
             waiting.reply.send(PollOutcome::Messages(frames))
         {
-            // That request is gone (the client gave up on it): keep them for the next.
-            self.frames = frames.into();
+            // That request is gone (the client gave up on it): keep them for the next,
+            // ahead of any queued meanwhile.
+            self.lane.with_outbox(|queue| {
+                let newer = std::mem::take(&mut queue.frames);
+                queue.frames = frames.into_iter().chain(newer).collect();
+            });
         }
     }
 
@@ -651,11 +700,17 @@ impl Actor for LongPollSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        Connection::opened(&mut self.connection, ctx.address().recipient());
+        let outlet: Arc<dyn Outlet> = self.lane.clone();
+        Connection::opened(&mut self.connection, ctx.address().recipient(), outlet);
         self.schedule_expiry(self.shared.config.longpoll_timeout(), ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.lane.with_outbox(|queue| {
+            queue.ended = Some(End::Stopped);
+            queue.actor = None;
+            queue.frames.clear();
+        });
         Connection::closed(&mut self.connection);
         self.shared.longpoll.remove(self.id);
         if let Some(waiting) = self.waiting.take() {
@@ -679,7 +734,7 @@ impl Handler<Poll> for LongPollSession {
             poll: id,
             reply: poll.reply,
         });
-        if !self.frames.is_empty() {
+        if self.lane.with_outbox(|queue| !queue.frames.is_empty()) {
             return self.flush();
         }
         ctx.run_later(self.shared.config.longpoll_window(), move |session, _| {
@@ -706,11 +761,11 @@ impl Handler<Post> for LongPollSession {
                     self.drive(|_, out| out.close(close_code::INVALID_DATA, "invalid message"));
                 }
             }
-            if self.ended.is_some() {
+            if self.ended() {
                 break;
             }
         }
-        let outcome = if self.ended.is_some() {
+        let outcome = if self.ended() {
             PostOutcome::Ended
         } else {
             PostOutcome::Accepted
@@ -725,6 +780,15 @@ impl Handler<SessionMsg> for LongPollSession {
 
     fn handle(&mut self, msg: SessionMsg, ctx: &mut Self::Context) {
         self.drive(|session, out| session.message(msg, out));
+        self.after_output(ctx);
+    }
+}
+
+impl Handler<FramesQueued> for LongPollSession {
+    type Result = ();
+
+    fn handle(&mut self, _: FramesQueued, ctx: &mut Self::Context) {
+        self.lane.with_outbox(|queue| queue.notified = false);
         self.after_output(ctx);
     }
 }

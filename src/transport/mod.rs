@@ -2,9 +2,9 @@
 //! WebSocket ([`websocket`]) or long-polling ([`longpoll`]).
 //!
 //! Owns admission (origin, `vsn`, the socket's `connect`) shared by every transport, and
-//! the two seams a transport implements: [`Outbox`] (send a frame, close) and
-//! [`Connection`] (what receives frames). Must not parse Phoenix messages: the session
-//! does that.
+//! the two seams a transport implements: [`Outbox`] (send a frame, close; wrapped in the
+//! connection's [`Outlet`]) and [`Connection`] (what receives frames). Must not parse
+//! Phoenix messages: the session does that.
 
 pub(crate) mod listener;
 pub mod longpoll;
@@ -20,6 +20,7 @@ use actix_web::http::header;
 use actix_web::HttpRequest;
 
 use crate::endpoint::Shared;
+use crate::outlet::Outlet;
 use crate::serializer::{Frame, Serializer};
 use crate::session::Session;
 use crate::socket::{ConnectInfo, Params};
@@ -39,7 +40,9 @@ pub mod close_code {
     pub const INTERNAL_ERROR: u16 = 1011;
 }
 
-/// Where a connection writes. Writes after a close are dropped silently.
+/// Where a transport puts a connection's frames, in the order given; behind the
+/// connection's [`Outlet`], which serialises every sender. Writes after a close are
+/// dropped silently.
 pub trait Outbox {
     fn send(&mut self, frame: Frame);
     fn close(&mut self, code: u16, reason: &str);
@@ -49,11 +52,13 @@ pub trait Outbox {
 pub trait Connection: Sized + Unpin + 'static {
     type Msg: actix::Message<Result = ()> + Send + 'static;
 
-    /// The transport runs; `mailbox` reaches this connection.
-    fn opened(&mut self, mailbox: Recipient<Self::Msg>);
-    fn text(&mut self, text: &str, out: &mut dyn Outbox);
-    fn binary(&mut self, bytes: bytes::Bytes, out: &mut dyn Outbox);
-    fn message(&mut self, msg: Self::Msg, out: &mut dyn Outbox);
+    /// How this connection's frames are encoded.
+    fn serializer(&self) -> Serializer;
+    /// The transport runs; `mailbox` reaches this connection, `outlet` its client.
+    fn opened(&mut self, mailbox: Recipient<Self::Msg>, outlet: Arc<dyn Outlet>);
+    fn text(&mut self, text: &str, out: &dyn Outlet);
+    fn binary(&mut self, bytes: bytes::Bytes, out: &dyn Outlet);
+    fn message(&mut self, msg: Self::Msg, out: &dyn Outlet);
     /// The transport has ended; nothing more can be sent.
     fn closed(&mut self);
     /// Who is on the other end, for log lines.
@@ -63,19 +68,23 @@ pub trait Connection: Sized + Unpin + 'static {
 impl Connection for Session {
     type Msg = crate::session::SessionMsg;
 
-    fn opened(&mut self, mailbox: Recipient<Self::Msg>) {
-        Session::opened(self, mailbox);
+    fn serializer(&self) -> Serializer {
+        Session::serializer(self)
     }
 
-    fn text(&mut self, text: &str, out: &mut dyn Outbox) {
+    fn opened(&mut self, mailbox: Recipient<Self::Msg>, outlet: Arc<dyn Outlet>) {
+        Session::opened(self, mailbox, outlet);
+    }
+
+    fn text(&mut self, text: &str, out: &dyn Outlet) {
         self.handle_text(text, out);
     }
 
-    fn binary(&mut self, bytes: bytes::Bytes, out: &mut dyn Outbox) {
+    fn binary(&mut self, bytes: bytes::Bytes, out: &dyn Outlet) {
         self.handle_binary(bytes, out);
     }
 
-    fn message(&mut self, msg: Self::Msg, out: &mut dyn Outbox) {
+    fn message(&mut self, msg: Self::Msg, out: &dyn Outlet) {
         self.handle_msg(msg, out);
     }
 

@@ -1,28 +1,45 @@
-//! The write side of one WebSocket connection: its outbound queue and its writer.
+//! The write side of one WebSocket connection: its outbound queue, the worker's
+//! flusher, and the connection's writer.
 //!
 //! Owns encoding frames, writing them (everything queued between two writes goes out
 //! in one write), noticing a client that has stopped reading, and the bound on what is
-//! queued for it. Frames are encoded as they are queued and handed to the socket every
-//! [`FLUSH_AT`] bytes or frames even while the connection's actor is still busy with its
-//! mailbox, so a reading client's queue stays small whatever the burst; only a socket
-//! that refuses bytes lets the queue grow, and past the bound the connection is closed
-//! with 1008. Must not know what the frames mean.
+//! queued for it. Frames are queued from any thread (a broadcast is written into every
+//! member's queue by its publisher); a queue that goes from empty to not is handed to
+//! its worker's [`Flusher`], one task per worker thread that writes every such queue in
+//! turn, so a fan-out costs one wake-up per worker rather than one per connection. A
+//! queue is also written at once every [`FLUSH_AT`] bytes or frames, so a reading
+//! client's queue stays small whatever the burst; only a socket that refuses bytes lets
+//! it grow, and past the bound the connection is closed with 1008. The connection's own
+//! writer only waits out a full socket and the close. Must not know what the frames mean.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
-use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use actix_codec::Encoder;
-use actix_http::ws::{CloseReason, Codec, Message};
+use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
 use bytes::{Buf, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
+
+use crate::outlet::Lane;
+use crate::serializer::{Frame, Serializer};
+use crate::transport::Outbox;
 
 /// Queued bytes or frames past which they are handed to the socket at once.
 const FLUSH_AT: usize = 64 * 1024;
 const FLUSH_AT_FRAMES: usize = 64;
+
+/// How long a closing connection may take to flush its close frame to a client that is
+/// not reading, before the socket is dropped.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A WebSocket connection's outlet.
+pub(crate) type WsLane = Lane<Outbound>;
 
 /// Limits of what may wait for a client that is not reading.
 #[derive(Clone, Copy, Debug)]
@@ -33,37 +50,35 @@ pub(crate) struct Bound {
 
 /// Frames encoded but not yet taken by the socket.
 pub(crate) struct Outbound {
-    io: Rc<OwnedWriteHalf>,
+    /// `None` once the connection is over.
+    io: Option<Arc<OwnedWriteHalf>>,
     codec: Codec,
     bound: Bound,
     /// Encoded bytes the socket has not taken; starts at or inside a frame.
     pending: BytesMut,
     /// Where each frame in `pending` ends.
     frame_ends: VecDeque<usize>,
-    /// The socket refused bytes at the last try.
+    /// The socket refused bytes; the writer waits until it takes more.
     stalled: bool,
     /// A close frame is queued: nothing is queued after it.
     closing: bool,
     /// Frames and bytes that were waiting when the bound was reached, until reported.
     overflow: Option<(usize, usize)>,
+    failed: Option<io::Error>,
+    /// Handed to the flusher, which has not written it yet.
+    scheduled: bool,
+    flusher: Arc<Flusher>,
+    lane: Weak<WsLane>,
     writer: Option<Waker>,
 }
 
-/// What became of a queued frame.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Queued {
-    Accepted,
-    /// The client is not reading and the bound is reached: the connection is being
-    /// closed with 1008 ([`Outbound::take_overflow`] says how much was waiting).
-    Overflow,
-    /// The connection is closing; the frame was dropped.
-    Closing,
-}
-
-impl Outbound {
-    pub(crate) fn new(io: OwnedWriteHalf, bound: Bound) -> Rc<RefCell<Self>> {
-        Rc::new(RefCell::new(Outbound {
-            io: Rc::new(io),
+/// A new connection's outlet over its socket's write half, flushed by this thread's
+/// flusher (the caller runs on the connection's worker).
+pub(crate) fn lane(io: OwnedWriteHalf, bound: Bound, serializer: Serializer) -> Arc<WsLane> {
+    let flusher = Flusher::current();
+    Arc::new_cyclic(|lane| {
+        let outbound = Outbound {
+            io: Some(Arc::new(io)),
             codec: Codec::new(),
             bound,
             pending: BytesMut::new(),
@@ -71,32 +86,60 @@ impl Outbound {
             stalled: false,
             closing: false,
             overflow: None,
+            failed: None,
+            scheduled: false,
+            flusher,
+            lane: lane.clone(),
             writer: None,
-        }))
+        };
+        Lane::new(serializer, outbound)
+    })
+}
+
+impl Outbox for Outbound {
+    fn send(&mut self, frame: Frame) {
+        let message = match frame {
+            Frame::Text(text) => Message::Text(text),
+            Frame::Binary(bytes) => Message::Binary(bytes),
+        };
+        self.push(message);
     }
 
-    /// Queues a data or control frame.
-    pub(crate) fn push(&mut self, message: Message) -> Queued {
+    fn close(&mut self, code: u16, reason: &str) {
+        self.close_with(Some(CloseReason {
+            code: CloseCode::from(code),
+            description: Some(reason.to_owned()),
+        }));
+    }
+}
+
+impl Outbound {
+    /// Queues a data or control frame; dropped once the connection is closing.
+    pub(crate) fn push(&mut self, message: Message) {
         if self.closing {
-            return Queued::Closing;
+            return;
         }
         self.encode(message);
         if self.stalled {
             let (frames, bytes) = (self.frame_ends.len(), self.pending.len());
             if frames > self.bound.frames || bytes > self.bound.bytes {
                 self.close_now(Some(CloseReason {
-                    code: actix_http::ws::CloseCode::Policy,
+                    code: CloseCode::Policy,
                     description: Some("outbound queue full".into()),
                 }));
                 self.overflow = Some((frames, bytes));
-                return Queued::Overflow;
             }
-        } else if self.pending.len() >= FLUSH_AT || self.frame_ends.len() >= FLUSH_AT_FRAMES {
-            // A failed write is met again by the writer, which ends the connection.
-            let _ = self.flush();
+            return;
         }
-        self.wake_writer();
-        Queued::Accepted
+        if self.pending.len() >= FLUSH_AT || self.frame_ends.len() >= FLUSH_AT_FRAMES {
+            self.flush();
+        }
+        self.schedule();
+    }
+
+    /// Whether a close frame is queued (or the connection is over).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing
     }
 
     /// The frames and bytes waiting when the bound was reached, once.
@@ -105,15 +148,26 @@ impl Outbound {
     }
 
     /// Queues a close frame after what is queued; nothing is queued after it.
-    pub(crate) fn close(&mut self, mut reason: Option<CloseReason>) {
-        if !self.closing {
-            self.closing = true;
-            if let Some(description) = reason.as_mut().and_then(|r| r.description.as_mut()) {
-                fit_close_reason(description);
-            }
-            self.encode(Message::Close(reason));
-            self.wake_writer();
+    pub(crate) fn close_with(&mut self, mut reason: Option<CloseReason>) {
+        if self.closing {
+            return;
         }
+        if let Some(description) = reason.as_mut().and_then(|r| r.description.as_mut()) {
+            fit_close_reason(description);
+        }
+        self.encode(Message::Close(reason));
+        self.closing = true;
+        // A writer waiting out a full socket now has a deadline to keep.
+        self.wake_writer();
+        self.schedule();
+    }
+
+    /// The connection is over: the socket is let go and nothing more is queued.
+    pub(crate) fn detach(&mut self) {
+        self.io = None;
+        self.closing = true;
+        self.pending = BytesMut::new();
+        self.frame_ends = VecDeque::new();
     }
 
     /// Drops what the client has not started to receive and queues a close frame right
@@ -122,34 +176,52 @@ impl Outbound {
         let keep = self.frame_ends.front().copied().unwrap_or(0);
         self.pending.truncate(keep);
         self.frame_ends.truncate(1);
-        self.close(reason);
+        self.close_with(reason);
     }
 
     fn encode(&mut self, message: Message) {
-        let codec = &mut self.codec;
-        codec
+        self.codec
             .encode(message, &mut self.pending)
             .expect("encoding a server frame cannot fail");
         self.frame_ends.push_back(self.pending.len());
     }
 
+    /// Hands the pending bytes to the flusher, unless it has them already or the
+    /// writer waits for the socket.
+    fn schedule(&mut self) {
+        if !self.scheduled && !self.stalled && !self.pending.is_empty() {
+            self.scheduled = true;
+            self.flusher.schedule(self.lane.clone());
+        }
+    }
+
     /// Hands the socket what it takes now.
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) {
+        let Some(io) = self.io.clone() else {
+            return;
+        };
         while !self.pending.is_empty() {
-            match self.io.try_write(&self.pending) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            match io.try_write(&self.pending) {
+                Ok(0) => return self.fail(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.written(written),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     self.stalled = true;
-                    return Ok(());
+                    return self.wake_writer();
                 }
-                Err(error) => return Err(error),
+                Err(error) => return self.fail(error),
             }
         }
-        self.stalled = false;
         // Nothing is kept between bursts: an idle connection holds no buffer.
         self.pending = BytesMut::new();
-        Ok(())
+        if self.closing {
+            self.wake_writer();
+        }
+    }
+
+    fn fail(&mut self, error: io::Error) {
+        self.failed = Some(error);
+        self.detach();
+        self.wake_writer();
     }
 
     fn written(&mut self, n: usize) {
@@ -167,6 +239,152 @@ impl Outbound {
             writer.wake();
         }
     }
+
+    /// What the writer must do now: `Ready(Ok(Some(io)))` wait for the socket,
+    /// `Ready(Ok(None))` the close frame is out, `Pending` nothing yet.
+    fn writer_turn(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Option<Arc<OwnedWriteHalf>>>> {
+        if let Some(error) = self.failed.take() {
+            return Poll::Ready(Err(error));
+        }
+        match &self.io {
+            None => Poll::Ready(Ok(None)),
+            Some(_) if self.closing && self.pending.is_empty() => Poll::Ready(Ok(None)),
+            Some(io) if self.stalled => Poll::Ready(Ok(Some(io.clone()))),
+            Some(_) => {
+                self.writer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Whether the connection is closing; if not, the writer is woken when it starts.
+    fn closing_or_wake(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.closing {
+            self.writer = Some(cx.waker().clone());
+        }
+        self.closing
+    }
+}
+
+/// Writes every queue handed to it, on its worker thread; one per worker.
+pub(crate) struct Flusher {
+    queue: Mutex<FlushQueue>,
+}
+
+#[derive(Default)]
+struct FlushQueue {
+    lanes: Vec<Weak<WsLane>>,
+    task: Option<Waker>,
+    /// The task has ended with its runtime: a new one is needed.
+    gone: bool,
+}
+
+impl Flusher {
+    /// This thread's flusher, started on first use.
+    fn current() -> Arc<Flusher> {
+        thread_local! {
+            static CURRENT: RefCell<Option<Arc<Flusher>>> = const { RefCell::new(None) };
+        }
+        CURRENT.with(|current| {
+            let mut current = current.borrow_mut();
+            match &*current {
+                Some(flusher) if !flusher.lock().gone => flusher.clone(),
+                _ => {
+                    let flusher = Arc::new(Flusher {
+                        queue: Mutex::default(),
+                    });
+                    actix::spawn(run_flusher(flusher.clone()));
+                    *current = Some(flusher.clone());
+                    flusher
+                }
+            }
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FlushQueue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn schedule(&self, lane: Weak<WsLane>) {
+        let task = {
+            let mut queue = self.lock();
+            queue.lanes.push(lane);
+            queue.task.take()
+        };
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+}
+
+async fn run_flusher(flusher: Arc<Flusher>) {
+    /// Marks the flusher gone when its task is dropped with the runtime.
+    struct Gone(Arc<Flusher>);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            self.0.lock().gone = true;
+        }
+    }
+    let flusher = Gone(flusher);
+    let mut batch = Vec::new();
+    loop {
+        poll_fn(|cx| {
+            let mut queue = flusher.0.lock();
+            if queue.lanes.is_empty() {
+                queue.task = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                std::mem::swap(&mut batch, &mut queue.lanes);
+                Poll::Ready(())
+            }
+        })
+        .await;
+        for lane in batch.drain(..) {
+            if let Some(lane) = lane.upgrade() {
+                lane.with_outbox(|out| {
+                    out.scheduled = false;
+                    if !out.stalled {
+                        out.flush();
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Waits out a full socket and the close: returns `Ok` once the close frame is out (or
+/// the connection was let go), `Err` when the peer is gone or a closing connection's
+/// client has not taken its close frame within [`CLOSE_GRACE`].
+pub(crate) async fn write(lane: Arc<WsLane>) -> io::Result<()> {
+    let mut grace = None;
+    loop {
+        let Some(io) = poll_fn(|cx| lane.with_outbox(|out| out.writer_turn(cx))).await? else {
+            return Ok(());
+        };
+        let mut writable = pin!(io.writable());
+        poll_fn(|cx| {
+            if grace.is_none() && lane.with_outbox(|out| out.closing_or_wake(cx)) {
+                grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+            }
+            if let Some(deadline) = grace.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    let error = io::Error::new(io::ErrorKind::TimedOut, "close frame not taken");
+                    return Poll::Ready(Err(error));
+                }
+            }
+            writable.as_mut().poll(cx)
+        })
+        .await?;
+        lane.with_outbox(|out| {
+            out.stalled = false;
+            out.flush();
+        });
+    }
 }
 
 /// A close frame's reason shares 125 payload bytes with the 2-byte code (RFC 6455
@@ -179,35 +397,6 @@ fn fit_close_reason(reason: &mut String) {
             end -= 1;
         }
         reason.truncate(end);
-    }
-}
-
-/// Writes whatever is queued until a close frame is out (`Ok`) or the peer is gone.
-pub(crate) async fn write(outbound: Rc<RefCell<Outbound>>) -> io::Result<()> {
-    loop {
-        poll_fn(|cx| {
-            let mut out = outbound.borrow_mut();
-            if out.pending.is_empty() && !out.closing {
-                out.writer = Some(cx.waker().clone());
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await;
-        let io = {
-            let mut out = outbound.borrow_mut();
-            out.flush()?;
-            if out.pending.is_empty() {
-                if out.closing {
-                    return Ok(());
-                }
-                continue;
-            }
-            out.io.clone()
-        };
-        io.writable().await?;
-        outbound.borrow_mut().stalled = false;
     }
 }
 

@@ -12,12 +12,10 @@
 //! dispatcher (with actix-web-actors) every connection held two 8 KiB buffers for its
 //! whole life, 12.5 KB per idle upgraded connection; here an idle one holds none.
 
-use std::cell::RefCell;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -25,7 +23,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler};
 use actix_codec::Decoder;
 use actix_http::ws::{
-    hash_key, CloseCode, CloseReason, Codec, Frame as WsFrame, Item, Message, ProtocolError,
+    hash_key, CloseReason, Codec, Frame as WsFrame, Item, Message, ProtocolError,
 };
 use actix_web::http::Method;
 use actix_web::rt::net::TcpStream;
@@ -34,11 +32,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 
-use super::outbound::{self, Bound, Outbound, Queued};
-use super::{admit, close_code, Admission, Connection, Outbox};
+use super::outbound::{self, Bound, Outbound, WsLane};
+use super::{admit, close_code, Admission, Connection};
 use crate::config::Config;
 use crate::endpoint::Shared;
-use crate::serializer::Frame;
+use crate::outlet::Outlet;
+use crate::serializer::{Frame, Serializer};
 
 /// Per-connection limits, from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -59,10 +58,6 @@ impl Limits {
         }
     }
 }
-
-/// How long a closing connection may take to flush its close frame to a client that is
-/// not reading, before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Who serves an upgraded connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,23 +220,26 @@ fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limit
             frames: limits.max_outbound_frames,
             bytes: limits.max_outbound_bytes,
         };
-        let outbound = Outbound::new(write_half, bound);
-        let writer = actix::fut::wrap_future::<_, WsActor<C>>(outbound::write(outbound.clone()));
+        let lane = outbound::lane(write_half, bound, connection.serializer());
+        let writer = actix::fut::wrap_future::<_, WsActor<C>>(outbound::write(lane.clone()));
         ctx.spawn(writer.map(|result, actor, ctx| {
-            if let Err(error) = result {
-                log::debug!("websocket write failed: {error}");
+            if let Some((frames, bytes)) = actor.lane.with_outbox(Outbound::take_overflow) {
+                log::warn!(
+                    "{}: websocket closed with 1008: the client is not reading ({frames} frames, {bytes} bytes waiting)",
+                    actor.connection.peer()
+                );
             }
-            actor.closed = true;
+            if let Err(error) = result {
+                log::debug!("{}: websocket write ended: {error}", actor.connection.peer());
+            }
             ctx.stop();
         }));
         WsActor {
             connection,
             limits,
-            outbound,
+            lane,
             fragments: None,
             last_seen: Instant::now(),
-            closed: false,
-            grace_armed: false,
         }
     });
 }
@@ -256,17 +254,22 @@ enum Never {}
 impl Connection for Echo {
     type Msg = Never;
 
-    fn opened(&mut self, _mailbox: actix::Recipient<Never>) {}
+    fn serializer(&self) -> Serializer {
+        // Echo encodes nothing; the outlet needs one all the same.
+        Serializer::V2
+    }
 
-    fn text(&mut self, text: &str, out: &mut dyn Outbox) {
+    fn opened(&mut self, _mailbox: actix::Recipient<Never>, _outlet: Arc<dyn Outlet>) {}
+
+    fn text(&mut self, text: &str, out: &dyn Outlet) {
         out.send(Frame::Text(text.into()));
     }
 
-    fn binary(&mut self, bytes: Bytes, out: &mut dyn Outbox) {
+    fn binary(&mut self, bytes: Bytes, out: &dyn Outlet) {
         out.send(Frame::Binary(bytes));
     }
 
-    fn message(&mut self, never: Never, _out: &mut dyn Outbox) {
+    fn message(&mut self, never: Never, _out: &dyn Outlet) {
         match never {}
     }
 
@@ -352,108 +355,36 @@ impl Fragments {
 struct WsActor<C: Connection> {
     connection: C,
     limits: Limits,
-    outbound: Rc<RefCell<Outbound>>,
+    lane: Arc<WsLane>,
     fragments: Option<Fragments>,
     last_seen: Instant,
-    /// A close frame is queued (or the peer is gone): nothing more is read or sent.
-    closed: bool,
-    /// The timer that drops a closing connection is running.
-    grace_armed: bool,
-}
-
-/// The [`Outbox`] over the outbound queue.
-struct WsOutbox<'a> {
-    outbound: &'a RefCell<Outbound>,
-    closed: &'a mut bool,
-}
-
-impl Outbox for WsOutbox<'_> {
-    fn send(&mut self, frame: Frame) {
-        if *self.closed {
-            return;
-        }
-        let message = match frame {
-            Frame::Text(text) => Message::Text(text),
-            Frame::Binary(bytes) => Message::Binary(bytes),
-        };
-        if let Queued::Overflow = self.outbound.borrow_mut().push(message) {
-            *self.closed = true;
-        }
-    }
-
-    fn close(&mut self, code: u16, reason: &str) {
-        if !std::mem::replace(self.closed, true) {
-            self.outbound.borrow_mut().close(Some(CloseReason {
-                code: CloseCode::from(code),
-                description: Some(reason.to_owned()),
-            }));
-        }
-    }
 }
 
 impl<C: Connection> WsActor<C> {
-    fn outbox(&mut self) -> (&mut C, WsOutbox<'_>) {
-        let outbox = WsOutbox {
-            outbound: &self.outbound,
-            closed: &mut self.closed,
-        };
-        (&mut self.connection, outbox)
+    /// A close frame is queued (or the peer is gone): nothing more is read.
+    fn closing(&self) -> bool {
+        self.lane.with_outbox(|out| out.is_closing())
     }
 
-    /// Closes with `code`; a client that does not take the close frame within the grace
-    /// period is dropped.
-    fn fail(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
+    /// Closes with `code`, logged; the writer drops a client that does not take the
+    /// close frame within the grace period.
+    fn fail(&mut self, code: u16, reason: &str) {
         log::warn!(
             "{}: websocket closed with {code}: {reason}",
             self.connection.peer()
         );
-        self.close(code, reason, ctx);
+        self.lane.close(code, reason);
     }
 
-    fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
-        self.outbox().1.close(code, reason);
-        self.drop_after_grace(ctx);
-    }
-
-    fn drop_after_grace(&mut self, ctx: &mut Context<Self>) {
-        if !std::mem::replace(&mut self.grace_armed, true) {
-            ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
-        }
-    }
-
-    fn deliver_text(&mut self, data: &[u8], ctx: &mut Context<Self>) {
+    fn deliver_text(&mut self, data: &[u8]) {
         match std::str::from_utf8(data) {
-            Ok(text) => {
-                let (connection, mut out) = self.outbox();
-                connection.text(text, &mut out);
-                self.after_delivery(ctx);
-            }
-            Err(_) => self.fail(
-                close_code::INVALID_DATA,
-                "invalid UTF-8 in text message",
-                ctx,
-            ),
+            Ok(text) => self.connection.text(text, &*self.lane),
+            Err(_) => self.fail(close_code::INVALID_DATA, "invalid UTF-8 in text message"),
         }
     }
 
-    fn deliver_binary(&mut self, data: Bytes, ctx: &mut Context<Self>) {
-        let (connection, mut out) = self.outbox();
-        connection.binary(data, &mut out);
-        self.after_delivery(ctx);
-    }
-
-    /// After a call into the connection: report an overflow it caused, and give a
-    /// connection that closed meanwhile its grace timer.
-    fn after_delivery(&mut self, ctx: &mut Context<Self>) {
-        if let Some((frames, bytes)) = self.outbound.borrow_mut().take_overflow() {
-            log::warn!(
-                "{}: websocket closed with 1008: the client is not reading ({frames} frames, {bytes} bytes waiting)",
-                self.connection.peer()
-            );
-        }
-        if self.closed {
-            self.drop_after_grace(ctx);
-        }
+    fn deliver_binary(&mut self, data: Bytes) {
+        self.connection.binary(data, &*self.lane);
     }
 
     fn start_fragments(&mut self, text: bool, first: Bytes) -> Bytes {
@@ -465,13 +396,12 @@ impl<C: Connection> WsActor<C> {
         first
     }
 
-    fn continuation(&mut self, item: Item, ctx: &mut Context<Self>) {
+    fn continuation(&mut self, item: Item) {
         let (chunk, last) = match item {
             Item::FirstText(_) | Item::FirstBinary(_) if self.fragments.is_some() => {
                 return self.fail(
                     close_code::PROTOCOL_ERROR,
                     "new message inside a fragmented one",
-                    ctx,
                 );
             }
             Item::FirstText(chunk) => (self.start_fragments(true, chunk), false),
@@ -480,46 +410,38 @@ impl<C: Connection> WsActor<C> {
             Item::Last(chunk) => (chunk, true),
         };
         let Some(fragments) = self.fragments.as_mut() else {
-            return self.fail(
-                close_code::PROTOCOL_ERROR,
-                "continuation without a message",
-                ctx,
-            );
+            return self.fail(close_code::PROTOCOL_ERROR, "continuation without a message");
         };
         if fragments.data.len() + chunk.len() > self.limits.max_message {
-            return self.fail(close_code::TOO_BIG, "message too big", ctx);
+            return self.fail(close_code::TOO_BIG, "message too big");
         }
         fragments.data.extend_from_slice(&chunk);
         if fragments.text && !fragments.extend_valid_utf8(last) {
-            return self.fail(
-                close_code::INVALID_DATA,
-                "invalid UTF-8 in text message",
-                ctx,
-            );
+            return self.fail(close_code::INVALID_DATA, "invalid UTF-8 in text message");
         }
         if last {
             let Fragments { text, data, .. } = self.fragments.take().expect("checked above");
             if text {
-                self.deliver_text(&data, ctx);
+                self.deliver_text(&data);
             } else {
-                self.deliver_binary(data.freeze(), ctx);
+                self.deliver_binary(data.freeze());
             }
         }
     }
 
     fn protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
         match error {
-            ProtocolError::Overflow => self.fail(close_code::TOO_BIG, "message too big", ctx),
+            ProtocolError::Overflow => self.fail(close_code::TOO_BIG, "message too big"),
             // The codec reports reserved bits as InvalidData; anything else from the
             // socket means the peer is gone.
             ProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-                self.fail(close_code::PROTOCOL_ERROR, &io.to_string(), ctx)
+                self.fail(close_code::PROTOCOL_ERROR, &io.to_string())
             }
             ProtocolError::Io(io) => {
                 log::debug!("websocket read failed: {io}");
                 ctx.stop();
             }
-            other => self.fail(close_code::PROTOCOL_ERROR, &other.to_string(), ctx),
+            other => self.fail(close_code::PROTOCOL_ERROR, &other.to_string()),
         }
     }
 
@@ -531,7 +453,7 @@ impl<C: Connection> WsActor<C> {
                     "{}: websocket idle for {idle:?}: closing with 1001",
                     actor.connection.peer()
                 );
-                actor.close(close_code::GOING_AWAY, "idle timeout", ctx);
+                actor.lane.close(close_code::GOING_AWAY, "idle timeout");
             } else {
                 actor.schedule_idle_check(actor.limits.idle_timeout - idle, ctx);
             }
@@ -543,18 +465,21 @@ impl<C: Connection> Actor for WsActor<C> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.connection.opened(ctx.address().recipient());
+        let outlet: Arc<dyn Outlet> = self.lane.clone();
+        self.connection.opened(ctx.address().recipient(), outlet);
         self.schedule_idle_check(self.limits.idle_timeout, ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Pubsub may hold the outlet a moment longer; the socket goes now.
+        self.lane.with_outbox(Outbound::detach);
         self.connection.closed();
     }
 }
 
 impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C> {
     fn handle(&mut self, item: Result<WsFrame, ProtocolError>, ctx: &mut Self::Context) {
-        if self.closed {
+        if self.closing() {
             return;
         }
         self.last_seen = Instant::now();
@@ -566,27 +491,21 @@ impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C>
             WsFrame::Text(_) | WsFrame::Binary(_) if self.fragments.is_some() => self.fail(
                 close_code::PROTOCOL_ERROR,
                 "new message inside a fragmented one",
-                ctx,
             ),
-            WsFrame::Text(data) => self.deliver_text(&data, ctx),
-            WsFrame::Binary(data) => self.deliver_binary(data, ctx),
-            WsFrame::Continuation(item) => self.continuation(item, ctx),
-            WsFrame::Ping(payload) => {
-                if let Queued::Overflow = self.outbound.borrow_mut().push(Message::Pong(payload)) {
-                    self.closed = true;
-                }
-                self.after_delivery(ctx);
-            }
+            WsFrame::Text(data) => self.deliver_text(&data),
+            WsFrame::Binary(data) => self.deliver_binary(data),
+            WsFrame::Continuation(item) => self.continuation(item),
+            WsFrame::Ping(payload) => self
+                .lane
+                .with_outbox(|out| out.push(Message::Pong(payload))),
             WsFrame::Pong(_) => {}
             WsFrame::Close(reason) => {
                 // Echo the client's code, as RFC 6455 §5.5.1 asks; then we are done.
-                self.closed = true;
                 let echo = reason.map(|r| CloseReason {
                     code: r.code,
                     description: None,
                 });
-                self.outbound.borrow_mut().close(echo);
-                self.drop_after_grace(ctx);
+                self.lane.with_outbox(|out| out.close_with(echo));
             }
         }
     }
@@ -600,9 +519,7 @@ impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C>
 impl<C: Connection> Handler<C::Msg> for WsActor<C> {
     type Result = ();
 
-    fn handle(&mut self, msg: C::Msg, ctx: &mut Self::Context) {
-        let (connection, mut out) = self.outbox();
-        connection.message(msg, &mut out);
-        self.after_delivery(ctx);
+    fn handle(&mut self, msg: C::Msg, _ctx: &mut Self::Context) {
+        self.connection.message(msg, &*self.lane);
     }
 }

@@ -78,6 +78,12 @@ impl Channel for EchoChannel {
                 ctx.push("pushed", json!({"n": 1}));
                 Reply::ok_empty()
             }
+            "interleave" => {
+                ctx.push("pushed", json!({"n": 1}));
+                ctx.broadcast("shout", json!({"n": 2}));
+                ctx.push("pushed", json!({"n": 3}));
+                Reply::ok(json!({"n": 4}))
+            }
             "later" => Reply::later(async {
                 actix::clock::sleep(Duration::from_millis(50)).await;
                 Reply::ok(json!({"later": true}))
