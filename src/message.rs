@@ -61,8 +61,9 @@ impl From<&str> for Ref {
 pub enum Payload {
     Json(Value),
     Binary(Bytes),
-    /// JSON already encoded, written as it is: for payloads the server builds as text
-    /// (presence), so no value tree is made for them. Never decoded from a client.
+    /// JSON already encoded, written as it is: for payloads the server serializes once
+    /// for many clients (presence), so no value tree is made for them. Never decoded
+    /// from a client.
     Encoded(Arc<RawValue>),
 }
 
@@ -81,11 +82,6 @@ impl Payload {
     /// The empty object, the default payload and reply response.
     pub fn empty() -> Self {
         Payload::Json(Value::Object(Default::default()))
-    }
-
-    /// JSON text that is known to be valid, e.g. built by the server.
-    pub fn encoded(json: String) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(json).map(|raw| Payload::Encoded(raw.into()))
     }
 
     /// The JSON value of a decoded payload (`None` for binary and pre-encoded ones).

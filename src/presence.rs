@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
+use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{Map, Value};
 
 use crate::channel::InstanceId;
@@ -41,55 +43,78 @@ struct TopicPresence {
     pending: Option<Diff>,
 }
 
-/// One tracked meta: its JSON object, encoded once when tracked.
+/// A meta's JSON object, encoded once when tracked; the state and the diffs share it.
+type Meta = Arc<RawValue>;
+
+/// One tracked meta.
 struct TrackedMeta {
     instance: InstanceId,
-    meta: Arc<str>,
+    meta: Meta,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 struct Diff {
-    joins: BTreeMap<String, Vec<Arc<str>>>,
-    leaves: BTreeMap<String, Vec<Arc<str>>>,
+    #[serde(serialize_with = "metas_by_key")]
+    joins: BTreeMap<String, Vec<Meta>>,
+    #[serde(serialize_with = "metas_by_key")]
+    leaves: BTreeMap<String, Vec<Meta>>,
 }
 
 impl Diff {
     fn to_payload(&self) -> Payload {
-        let mut json = String::from("{\"joins\":");
-        write_metas_by_key(&mut json, self.joins.iter().map(|(k, m)| (k, m.iter())));
-        json.push_str(",\"leaves\":");
-        write_metas_by_key(&mut json, self.leaves.iter().map(|(k, m)| (k, m.iter())));
-        json.push('}');
-        encoded(json)
+        Payload::Encoded(encoded(self))
     }
 }
 
-/// Writes `{"key":{"metas":[meta,...]},...}` from encoded metas.
-fn write_metas_by_key<'a, M>(json: &mut String, keys: impl Iterator<Item = (&'a String, M)>)
-where
-    M: Iterator<Item = &'a Arc<str>>,
-{
-    json.push('{');
-    for (i, (key, metas)) in keys.enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        json.push_str(&Value::from(key.as_str()).to_string());
-        json.push_str(":{\"metas\":[");
-        for (j, meta) in metas.enumerate() {
-            if j > 0 {
-                json.push(',');
+/// Anything that holds one encoded meta.
+trait HasMeta {
+    fn meta(&self) -> &RawValue;
+}
+
+impl HasMeta for Meta {
+    fn meta(&self) -> &RawValue {
+        self
+    }
+}
+
+impl HasMeta for TrackedMeta {
+    fn meta(&self) -> &RawValue {
+        &self.meta
+    }
+}
+
+/// Writes `{"key":{"metas":[meta,...]},...}`, the shape phoenix.js's `Presence` reads.
+fn metas_by_key<M: HasMeta, S: Serializer>(
+    keys: &BTreeMap<String, Vec<M>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    struct Metas<'a, M>(&'a [M]);
+    impl<M: HasMeta> Serialize for Metas<'_, M> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            struct List<'a, M>(&'a [M]);
+            impl<M: HasMeta> Serialize for List<'_, M> {
+                fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                    serializer.collect_seq(self.0.iter().map(HasMeta::meta))
+                }
             }
-            json.push_str(meta);
+            let mut object = serializer.serialize_struct("Metas", 1)?;
+            object.serialize_field("metas", &List(self.0))?;
+            object.end()
         }
-        json.push_str("]}");
     }
-    json.push('}');
+    let mut map = serializer.serialize_map(Some(keys.len()))?;
+    for (key, metas) in keys {
+        map.serialize_entry(key, &Metas(metas))?;
+    }
+    map.end()
 }
 
-/// A payload from JSON text this module wrote itself.
-fn encoded(json: String) -> Payload {
-    Payload::encoded(json).expect("presence writes valid JSON")
+/// A payload's JSON, serialized once and never parsed back (a `RawValue` made from
+/// text would validate it again).
+fn encoded(value: &impl Serialize) -> Arc<RawValue> {
+    to_raw_value(value)
+        .expect("presence payloads are maps of strings and JSON")
+        .into()
 }
 
 /// A fresh `phx_ref`: unique per track and per process run.
@@ -128,7 +153,7 @@ impl Presence {
         let Some(presence) = topics.get(topic) else {
             return Value::Object(Map::new());
         };
-        serde_json::from_str(&presence.state_json()).expect("presence writes valid JSON")
+        serde_json::from_str(presence.state().get()).expect("presence writes valid JSON")
     }
 
     /// Adds a meta for `instance`; returns the state to push to it and whether a flush
@@ -141,7 +166,7 @@ impl Presence {
         mut meta: Map<String, Value>,
     ) -> (Payload, bool) {
         meta.insert("phx_ref".into(), Value::String(fresh_phx_ref()));
-        let meta: Arc<str> = Value::Object(meta).to_string().into();
+        let meta = encoded(&meta);
         let mut topics = self.topics();
         let presence = topics.entry(topic.clone()).or_default();
         presence
@@ -155,7 +180,7 @@ impl Presence {
         let schedule = presence.pending.is_none();
         let pending = presence.pending.get_or_insert_with(Diff::default);
         pending.joins.entry(key.to_owned()).or_default().push(meta);
-        (encoded(presence.state_json()), schedule)
+        (Payload::Encoded(presence.state()), schedule)
     }
 
     /// Removes the meta of `instance` under `key`.
@@ -221,16 +246,15 @@ impl Presence {
 }
 
 impl TopicPresence {
-    /// The `presence_state` payload's text: the whole current state.
-    fn state_json(&self) -> String {
-        let mut json = String::new();
-        write_metas_by_key(
-            &mut json,
-            self.state
-                .iter()
-                .map(|(key, metas)| (key, metas.iter().map(|m| &m.meta))),
-        );
-        json
+    /// The `presence_state` payload: the whole current state.
+    fn state(&self) -> Arc<RawValue> {
+        struct State<'a>(&'a BTreeMap<String, Vec<TrackedMeta>>);
+        impl Serialize for State<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                metas_by_key(self.0, serializer)
+            }
+        }
+        encoded(&State(&self.state))
     }
 }
 
