@@ -58,7 +58,7 @@ pub trait Outlet: Send + Sync {
             payload,
         };
         let frame = self.serializer().encode_push(&push);
-        self.send_encoded(from, event, frame);
+        send_encoded(self, from, event, frame);
     }
 
     /// Replies to the client message `msg_ref` from `instance`.
@@ -71,15 +71,20 @@ pub trait Outlet: Send + Sync {
             response,
         };
         let frame = self.serializer().encode_reply(&reply);
-        self.send_encoded(from, "phx_reply", frame);
+        send_encoded(self, from, "phx_reply", frame);
     }
+}
 
-    #[doc(hidden)]
-    fn send_encoded(&self, from: &Sender<'_>, event: &str, frame: Result<Frame, EncodeError>) {
-        match frame {
-            Ok(frame) => self.send_from(from.instance, frame),
-            Err(error) => log::warn!("{event} on {} not sent: {error}", from.topic),
-        }
+/// Sends a channel's encoded frame, or logs why it could not be encoded.
+fn send_encoded<O: Outlet + ?Sized>(
+    outlet: &O,
+    from: &Sender<'_>,
+    event: &str,
+    frame: Result<Frame, EncodeError>,
+) {
+    match frame {
+        Ok(frame) => outlet.send_from(from.instance, frame),
+        Err(error) => log::warn!("{event} on {} not sent: {error}", from.topic),
     }
 }
 

@@ -467,8 +467,14 @@ async fn pushes_broadcasts_and_replies_keep_the_channels_order() {
     .await;
     // B's join is subscribed (it subscribes before waiting) but not yet answered.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    a.send(json!("1"), json!("2"), "echo:order", "interleave", json!({}))
-        .await;
+    a.send(
+        json!("1"),
+        json!("2"),
+        "echo:order",
+        "interleave",
+        json!({}),
+    )
+    .await;
     assert_eq!(
         a.recv_json().await,
         json!(["1", null, "echo:order", "pushed", {"n": 1}])

@@ -16,7 +16,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -51,7 +50,7 @@ pub(crate) struct Bound {
 /// Frames encoded but not yet taken by the socket.
 pub(crate) struct Outbound {
     /// `None` once the connection is over.
-    io: Option<Arc<OwnedWriteHalf>>,
+    io: Option<OwnedWriteHalf>,
     codec: Codec,
     bound: Bound,
     /// Encoded bytes the socket has not taken; starts at or inside a frame.
@@ -78,7 +77,7 @@ pub(crate) fn lane(io: OwnedWriteHalf, bound: Bound, serializer: Serializer) -> 
     let flusher = Flusher::current();
     Arc::new_cyclic(|lane| {
         let outbound = Outbound {
-            io: Some(Arc::new(io)),
+            io: Some(io),
             codec: Codec::new(),
             bound,
             pending: BytesMut::new(),
@@ -197,10 +196,10 @@ impl Outbound {
 
     /// Hands the socket what it takes now.
     fn flush(&mut self) {
-        let Some(io) = self.io.clone() else {
-            return;
-        };
         while !self.pending.is_empty() {
+            let Some(io) = &self.io else {
+                return;
+            };
             match io.try_write(&self.pending) {
                 Ok(0) => return self.fail(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.written(written),
@@ -240,32 +239,34 @@ impl Outbound {
         }
     }
 
-    /// What the writer must do now: `Ready(Ok(Some(io)))` wait for the socket,
-    /// `Ready(Ok(None))` the close frame is out, `Pending` nothing yet.
-    fn writer_turn(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<Option<Arc<OwnedWriteHalf>>>> {
+    /// What the writer must do now: `Ready(Ok(true))` wait for the socket,
+    /// `Ready(Ok(false))` stop (the close frame is out, or the connection was let go),
+    /// `Pending` nothing yet.
+    fn writer_turn(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         if let Some(error) = self.failed.take() {
             return Poll::Ready(Err(error));
         }
-        match &self.io {
-            None => Poll::Ready(Ok(None)),
-            Some(_) if self.closing && self.pending.is_empty() => Poll::Ready(Ok(None)),
-            Some(io) if self.stalled => Poll::Ready(Ok(Some(io.clone()))),
-            Some(_) => {
-                self.writer = Some(cx.waker().clone());
-                Poll::Pending
-            }
+        if self.io.is_none() || (self.closing && self.pending.is_empty()) {
+            return Poll::Ready(Ok(false));
         }
+        if self.stalled {
+            return Poll::Ready(Ok(true));
+        }
+        self.writer = Some(cx.waker().clone());
+        Poll::Pending
     }
 
-    /// Whether the connection is closing; if not, the writer is woken when it starts.
-    fn closing_or_wake(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Whether the socket takes bytes again; the writer is also woken when a close
+    /// starts meanwhile (`closing` says whether one has).
+    fn poll_writable(&mut self, cx: &mut Context<'_>, closing: &mut bool) -> Poll<io::Result<()>> {
         if !self.closing {
             self.writer = Some(cx.waker().clone());
         }
-        self.closing
+        *closing = self.closing;
+        match &self.io {
+            Some(io) => io.as_ref().poll_write_ready(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -362,22 +363,19 @@ async fn run_flusher(flusher: Arc<Flusher>) {
 /// client has not taken its close frame within [`CLOSE_GRACE`].
 pub(crate) async fn write(lane: Arc<WsLane>) -> io::Result<()> {
     let mut grace = None;
-    loop {
-        let Some(io) = poll_fn(|cx| lane.with_outbox(|out| out.writer_turn(cx))).await? else {
-            return Ok(());
-        };
-        let mut writable = pin!(io.writable());
+    while poll_fn(|cx| lane.with_outbox(|out| out.writer_turn(cx))).await? {
         poll_fn(|cx| {
-            if grace.is_none() && lane.with_outbox(|out| out.closing_or_wake(cx)) {
-                grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
-            }
-            if let Some(deadline) = grace.as_mut() {
+            let mut closing = false;
+            let writable = lane.with_outbox(|out| out.poll_writable(cx, &mut closing));
+            if closing {
+                let deadline =
+                    grace.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
                 if deadline.as_mut().poll(cx).is_ready() {
                     let error = io::Error::new(io::ErrorKind::TimedOut, "close frame not taken");
                     return Poll::Ready(Err(error));
                 }
             }
-            writable.as_mut().poll(cx)
+            writable
         })
         .await?;
         lane.with_outbox(|out| {
@@ -385,6 +383,7 @@ pub(crate) async fn write(lane: Arc<WsLane>) -> io::Result<()> {
             out.flush();
         });
     }
+    Ok(())
 }
 
 /// A close frame's reason shares 125 payload bytes with the 2-byte code (RFC 6455
