@@ -143,6 +143,7 @@ impl Endpoint {
             }
             let handle = server.handle();
             watch_signals(handle, services.sessions, shutdown_timeout);
+            crate::heap::trim_periodically();
             server.await
         })
     }

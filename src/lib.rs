@@ -14,6 +14,7 @@ pub mod agent;
 pub mod channel;
 pub mod config;
 pub mod endpoint;
+mod heap;
 pub mod message;
 pub mod outlet;
 pub mod presence;
