@@ -8,7 +8,7 @@
 //! Around it: [`endpoint`] (HTTP wiring and the server's life), [`router`] (topic →
 //! channel), [`socket`] (the application's `connect`), [`presence`], [`registry`]
 //! (live sessions), [`agent`] (state actors for the application's stores), [`config`]
-//! and [`message`] (the protocol's model).
+//! and [`message`] (the protocol's model); `heap` returns freed memory after bursts.
 
 pub mod agent;
 pub mod channel;
