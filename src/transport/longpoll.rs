@@ -501,8 +501,9 @@ enum End {
         reason: String,
     },
     Overflow,
-    /// The actor has stopped; nothing more is queued.
-    Stopped,
+    /// The end was reported and the actor is stopping (or has stopped): nothing more
+    /// is queued or reported.
+    Stopping,
 }
 
 /// A poll GET arrived; the outcome goes to `reply` (now, or when frames or the window
@@ -607,8 +608,12 @@ impl LongPollSession {
     /// After the session wrote: end it if it must, or get new frames to a waiting poll.
     fn after_output(&mut self, ctx: &mut Context<Self>) {
         let (ended, has_frames) = self.lane.with_outbox(|queue| {
-            let ended = match &queue.ended {
-                None | Some(End::Stopped) => false,
+            let ended = match queue.ended.replace(End::Stopping) {
+                None => {
+                    queue.ended = None;
+                    false
+                }
+                Some(End::Stopping) => false,
                 Some(End::Overflow) => {
                     log::warn!(
                         "{}: long-poll session {} ended: more than {QUEUE_LIMIT} messages \
@@ -707,7 +712,7 @@ impl Actor for LongPollSession {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.lane.with_outbox(|queue| {
-            queue.ended = Some(End::Stopped);
+            queue.ended = Some(End::Stopping);
             queue.actor = None;
             queue.frames.clear();
         });
