@@ -4,9 +4,9 @@
 //! Owns the handshake (admission, then `101` selecting the `phoenix` sub-protocol, `403`
 //! before any upgrade, or `400`), the WebSocket rules (reassembly of fragments under the
 //! size limit, UTF-8 validation, ping/pong, the close handshake with the right codes,
-//! the idle timeout) and the connection's outbound queue: bounded in frames and bytes,
-//! drained by one writer that sends everything queued in one write. Hands whole messages
-//! to a [`Connection`]; must not parse them.
+//! the idle timeout) and the connection's outlet over its outbound queue (`outbound.rs`:
+//! bounded, written by the worker's flusher). Hands whole messages to a [`Connection`];
+//! must not parse them.
 //!
 //! Framing is actix-http's `ws::Codec`, the buffers are ours: behind actix-http's HTTP/1
 //! dispatcher (with actix-web-actors) every connection held two 8 KiB buffers for its
