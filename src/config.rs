@@ -34,8 +34,8 @@ pub struct Config {
     #[arg(long, env = "FLUXWIRE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
 
-    /// Most frames queued for one WebSocket client; past it (a client that stopped
-    /// reading) the connection is closed with 1008.
+    /// Most frames queued for one WebSocket client, and held for one of its joins in
+    /// progress; past it (a client that stopped reading) the connection is closed with 1008.
     #[arg(long, env = "FLUXWIRE_MAX_OUTBOUND_FRAMES", default_value_t = 1000)]
     pub max_outbound_frames: usize,
 

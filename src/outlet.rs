@@ -15,7 +15,7 @@ use crate::channel::InstanceId;
 use crate::message::{Payload, Push, Ref, Reply, Status};
 use crate::pubsub::BroadcastFrame;
 use crate::serializer::{EncodeError, Frame, Serializer};
-use crate::transport::Outbox;
+use crate::transport::{close_code, Outbox};
 
 /// One client's ordered way out. Every method may be called from any thread.
 pub trait Outlet: Send + Sync {
@@ -99,6 +99,9 @@ pub struct Sender<'a> {
 /// The [`Outlet`] over a transport's [`Outbox`].
 pub struct Lane<O> {
     serializer: Serializer,
+    /// Most frames one instance may have held while it joins; past it the connection
+    /// is closed (1008), as for a client that does not read.
+    hold_limit: usize,
     state: Mutex<LaneState<O>>,
 }
 
@@ -115,9 +118,10 @@ enum Slot {
 }
 
 impl<O: Outbox + Send> Lane<O> {
-    pub fn new(serializer: Serializer, out: O) -> Self {
+    pub fn new(serializer: Serializer, out: O, hold_limit: usize) -> Self {
         Lane {
             serializer,
+            hold_limit,
             state: Mutex::new(LaneState {
                 out,
                 instances: Vec::new(),
@@ -163,10 +167,7 @@ impl<O: Outbox + Send> Outlet for Lane<O> {
 
     fn joining(&self, instance: InstanceId) {
         let mut state = self.lock();
-        match state.slot(instance) {
-            Some(slot) => *slot = Slot::Joining(Vec::new()),
-            None => state.instances.push((instance, Slot::Joining(Vec::new()))),
-        }
+        state.instances.push((instance, Slot::Joining(Vec::new())));
     }
 
     fn joined(&self, instance: InstanceId, reply: Frame) {
@@ -199,7 +200,17 @@ impl<O: Outbox + Send> Outlet for Lane<O> {
         let mut state = self.lock();
         match state.slot(instance) {
             Some(Slot::Live) => state.out.send(frame),
-            Some(Slot::Joining(held)) => held.push(frame),
+            Some(Slot::Joining(held)) if held.len() < self.hold_limit => held.push(frame),
+            Some(Slot::Joining(held)) => {
+                log::warn!(
+                    "closing with 1008: {} frames held for a join that is still in progress",
+                    held.len()
+                );
+                *held = Vec::new();
+                state
+                    .out
+                    .close(close_code::POLICY, "too many messages waiting for a join");
+            }
             None => {}
         }
     }

@@ -926,3 +926,64 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_spares_others() {
     assert_eq!(code, 1008);
     server.stop();
 }
+
+/// Broadcasts held for a join in progress are bounded like a queue for a client that
+/// does not read: past the bound the connection is closed with 1008.
+#[tokio::test]
+async fn broadcasts_held_for_a_slow_join_are_bounded() {
+    let mut config = Config::ephemeral();
+    config.max_outbound_frames = 20;
+    let server = start_with(config);
+    let mut joiner = Client::v2(&server, "joiner").await;
+    joiner
+        .send(
+            json!("1"),
+            json!("1"),
+            "echo:held",
+            "phx_join",
+            json!({"delay_ms": 2000}),
+        )
+        .await;
+    // The join subscribes before it waits; until its reply, broadcasts are held.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pubsub = server.services().pubsub.clone();
+    for i in 0..21 {
+        pubsub.broadcast("echo:held", "tick", json!({ "i": i }).into());
+    }
+    assert_eq!(joiner.expect_close().await, 1008);
+    server.stop();
+}
+
+/// Up to the bound, held broadcasts all follow the join reply, in order.
+#[tokio::test]
+async fn broadcasts_held_for_a_slow_join_follow_its_reply_up_to_the_bound() {
+    let mut config = Config::ephemeral();
+    config.max_outbound_frames = 20;
+    let server = start_with(config);
+    let mut joiner = Client::v2(&server, "joiner").await;
+    joiner
+        .send(
+            json!("1"),
+            json!("1"),
+            "echo:held",
+            "phx_join",
+            json!({"delay_ms": 300}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pubsub = server.services().pubsub.clone();
+    for i in 0..20 {
+        pubsub.broadcast("echo:held", "tick", json!({ "i": i }).into());
+    }
+    assert_eq!(
+        head(&joiner.recv_json().await, 4),
+        json!(["1", "1", "echo:held", "phx_reply"])
+    );
+    for i in 0..20 {
+        assert_eq!(
+            joiner.recv_json().await,
+            json!([null, null, "echo:held", "tick", { "i": i }])
+        );
+    }
+    server.stop();
+}

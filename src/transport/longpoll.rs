@@ -445,7 +445,7 @@ impl LongPollSessions {
             };
             LongPollSession {
                 id,
-                lane: Arc::new(Lane::new(session.serializer(), queue)),
+                lane: Arc::new(Lane::new(session.serializer(), queue, QUEUE_LIMIT)),
                 connection: session,
                 shared,
                 peer,

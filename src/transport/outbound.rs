@@ -91,7 +91,7 @@ pub(crate) fn lane(io: OwnedWriteHalf, bound: Bound, serializer: Serializer) -> 
             lane: lane.clone(),
             writer: None,
         };
-        Lane::new(serializer, outbound)
+        Lane::new(serializer, outbound, bound.frames)
     })
 }
 
