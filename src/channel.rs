@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Recipient, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Recipient, WeakRecipient,
+    WrapFuture,
 };
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -311,8 +312,9 @@ pub(crate) struct ChannelCore {
     session: Recipient<SessionMsg>,
     outlet: Arc<dyn Outlet>,
     pubsub: PubSub,
-    /// The events this channel intercepts, with its own address for them.
-    intercepts: Option<(&'static [&'static str], Recipient<ChannelMsg>)>,
+    /// The events this channel intercepts, with its own address for them (weak: an
+    /// actor holding its own address would never see its last one dropped).
+    intercepts: Option<(&'static [&'static str], WeakRecipient<ChannelMsg>)>,
     subscription: SubscriptionState,
     tracks: Vec<Tracked>,
     joined: bool,
@@ -422,7 +424,7 @@ where
         let addr = ChannelActor::create(|ctx| {
             let intercepts = match channel.intercepts() {
                 [] => None,
-                events => Some((events, ctx.address().recipient())),
+                events => Some((events, ctx.address().recipient().downgrade())),
             };
             let core = ChannelCore {
                 topic: start.topic,

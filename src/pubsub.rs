@@ -13,7 +13,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use actix::Recipient;
+use actix::WeakRecipient;
 
 use crate::channel::{ChannelMsg, InstanceId};
 use crate::message::{Broadcast, Payload};
@@ -35,7 +35,8 @@ pub(crate) struct Subscriber {
 /// Events that go to the channel's [`Channel::handle_out`](crate::Channel::handle_out).
 pub(crate) struct Intercept {
     pub events: &'static [&'static str],
-    pub channel: Recipient<ChannelMsg>,
+    /// Weak, so that a subscription does not keep its channel's actor alive.
+    pub channel: WeakRecipient<ChannelMsg>,
 }
 
 /// The in-process PubSub. Cheap to clone; all clones share one table.
@@ -168,7 +169,9 @@ impl PubSub {
             }
             match &subscriber.intercept {
                 Some(intercept) if intercept.events.contains(&event) => {
-                    intercept.channel.do_send(ChannelMsg::Out(frame.clone()));
+                    if let Some(channel) = intercept.channel.upgrade() {
+                        channel.do_send(ChannelMsg::Out(frame.clone()));
+                    }
                 }
                 _ => subscriber.outlet.deliver(instance, &frame),
             }
