@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use fluxwire::Config;
+use fluxwire::{Config, RunningServer};
 use serde_json::json;
 use support::{head, reply, start, start_with, Client};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -927,10 +927,9 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_spares_others() {
     server.stop();
 }
 
-/// Broadcasts held for a join in progress are bounded like a queue for a client that
-/// does not read: past the bound the connection is closed with 1008.
-#[tokio::test]
-async fn broadcasts_held_for_a_slow_join_are_bounded() {
+/// A server whose outbound bound is 20 frames, and a client whose join of `echo:held`
+/// takes `delay_ms`; `count` broadcasts are published while that join is in progress.
+async fn broadcasts_during_a_slow_join(delay_ms: u64, count: u64) -> (RunningServer, Client) {
     let mut config = Config::ephemeral();
     config.max_outbound_frames = 20;
     let server = start_with(config);
@@ -941,15 +940,23 @@ async fn broadcasts_held_for_a_slow_join_are_bounded() {
             json!("1"),
             "echo:held",
             "phx_join",
-            json!({"delay_ms": 2000}),
+            json!({ "delay_ms": delay_ms }),
         )
         .await;
     // The join subscribes before it waits; until its reply, broadcasts are held.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let pubsub = server.services().pubsub.clone();
-    for i in 0..21 {
+    for i in 0..count {
         pubsub.broadcast("echo:held", "tick", json!({ "i": i }).into());
     }
+    (server, joiner)
+}
+
+/// Broadcasts held for a join in progress are bounded like a queue for a client that
+/// does not read: past the bound the connection is closed with 1008.
+#[tokio::test]
+async fn broadcasts_held_for_a_slow_join_are_bounded() {
+    let (server, mut joiner) = broadcasts_during_a_slow_join(2000, 21).await;
     assert_eq!(joiner.expect_close().await, 1008);
     server.stop();
 }
@@ -957,24 +964,7 @@ async fn broadcasts_held_for_a_slow_join_are_bounded() {
 /// Up to the bound, held broadcasts all follow the join reply, in order.
 #[tokio::test]
 async fn broadcasts_held_for_a_slow_join_follow_its_reply_up_to_the_bound() {
-    let mut config = Config::ephemeral();
-    config.max_outbound_frames = 20;
-    let server = start_with(config);
-    let mut joiner = Client::v2(&server, "joiner").await;
-    joiner
-        .send(
-            json!("1"),
-            json!("1"),
-            "echo:held",
-            "phx_join",
-            json!({"delay_ms": 300}),
-        )
-        .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let pubsub = server.services().pubsub.clone();
-    for i in 0..20 {
-        pubsub.broadcast("echo:held", "tick", json!({ "i": i }).into());
-    }
+    let (server, mut joiner) = broadcasts_during_a_slow_join(300, 20).await;
     assert_eq!(
         head(&joiner.recv_json().await, 4),
         json!(["1", "1", "echo:held", "phx_reply"])
