@@ -12,10 +12,10 @@
 use std::sync::{Mutex, MutexGuard};
 
 use crate::channel::InstanceId;
-use crate::message::{Payload, Push, Ref, Reply, Status};
+use crate::message::{event, Payload, Push, Ref, Reply, Status};
 use crate::pubsub::BroadcastFrame;
 use crate::serializer::{EncodeError, Frame, Serializer};
-use crate::transport::{close_code, Outbox};
+use crate::transport::Outbox;
 
 /// One client's ordered way out. Every method may be called from any thread.
 pub trait Outlet: Send + Sync {
@@ -71,7 +71,7 @@ pub trait Outlet: Send + Sync {
             response,
         };
         let frame = self.serializer().encode_reply(&reply);
-        send_encoded(self, from, "phx_reply", frame);
+        send_encoded(self, from, event::REPLY, frame);
     }
 }
 
@@ -202,14 +202,11 @@ impl<O: Outbox + Send> Outlet for Lane<O> {
             Some(Slot::Live) => state.out.send(frame),
             Some(Slot::Joining(held)) if held.len() < self.hold_limit => held.push(frame),
             Some(Slot::Joining(held)) => {
-                log::warn!(
-                    "closing with 1008: {} frames held for a join that is still in progress",
-                    held.len()
-                );
+                let why = format!("{} frames held for a join still in progress", held.len());
                 *held = Vec::new();
                 state
                     .out
-                    .close(close_code::POLICY, "too many messages waiting for a join");
+                    .cut_off("too many messages waiting for a join", why);
             }
             None => {}
         }

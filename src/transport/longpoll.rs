@@ -500,7 +500,8 @@ enum End {
         code: u16,
         reason: String,
     },
-    Overflow,
+    /// A bound was reached: why.
+    CutOff(String),
     /// The end was reported and the actor is stopping (or has stopped): nothing more
     /// is queued or reported.
     Stopping,
@@ -573,7 +574,10 @@ impl Outbox for Queue {
         }
         match frame {
             Frame::Text(text) if self.frames.len() < QUEUE_LIMIT => self.frames.push_back(text),
-            Frame::Text(_) => self.ended = Some(End::Overflow),
+            Frame::Text(_) => {
+                let why = format!("more than {QUEUE_LIMIT} messages waiting for a poll");
+                return self.cut_off("too many messages waiting", why);
+            }
             Frame::Binary(_) => {
                 return log::warn!(
                     "{}: binary message not sent: long-poll carries text only",
@@ -590,6 +594,14 @@ impl Outbox for Queue {
                 code,
                 reason: reason.to_owned(),
             });
+            self.notify();
+        }
+    }
+
+    fn cut_off(&mut self, _reason: &str, why: String) {
+        // Long-poll has no close frame: the next poll gets 410.
+        if self.ended.is_none() {
+            self.ended = Some(End::CutOff(why));
             self.notify();
         }
     }
@@ -614,13 +626,8 @@ impl LongPollSession {
                     false
                 }
                 Some(End::Stopping) => false,
-                Some(End::Overflow) => {
-                    log::warn!(
-                        "{}: long-poll session {} ended: more than {QUEUE_LIMIT} messages \
-                         waiting for a poll",
-                        self.peer,
-                        self.id
-                    );
+                Some(End::CutOff(why)) => {
+                    log::warn!("{}: long-poll session {} ended: {why}", self.peer, self.id);
                     true
                 }
                 Some(End::Closed { code, reason }) => {

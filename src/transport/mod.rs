@@ -46,6 +46,9 @@ pub mod close_code {
 pub trait Outbox {
     fn send(&mut self, frame: Frame);
     fn close(&mut self, code: u16, reason: &str);
+    /// Closes with 1008 because a bound was reached (`reason` goes to the client); the
+    /// transport logs `why` once, naming the client.
+    fn cut_off(&mut self, reason: &str, why: String);
 }
 
 /// What sits behind a transport: the Phoenix session, or the test echo.

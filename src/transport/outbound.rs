@@ -35,7 +35,7 @@ const FLUSH_AT_FRAMES: usize = 64;
 
 /// How long a closing connection may take to flush its close frame to a client that is
 /// not reading, before the socket is dropped.
-pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A WebSocket connection's outlet.
 pub(crate) type WsLane = Lane<Outbound>;
@@ -61,8 +61,8 @@ pub(crate) struct Outbound {
     stalled: bool,
     /// A close frame is queued: nothing is queued after it.
     closing: bool,
-    /// Frames and bytes that were waiting when the bound was reached, until reported.
-    overflow: Option<(usize, usize)>,
+    /// Why the connection was cut off at a bound, until reported.
+    cut_off: Option<String>,
     failed: Option<io::Error>,
     /// Handed to the flusher, which has not written it yet.
     scheduled: bool,
@@ -84,7 +84,7 @@ pub(crate) fn lane(io: OwnedWriteHalf, bound: Bound, serializer: Serializer) -> 
             frame_ends: VecDeque::new(),
             stalled: false,
             closing: false,
-            overflow: None,
+            cut_off: None,
             failed: None,
             scheduled: false,
             flusher,
@@ -110,6 +110,24 @@ impl Outbox for Outbound {
             description: Some(reason.to_owned()),
         }));
     }
+
+    /// A client that is not reading gets its close frame right after the frame it is in
+    /// the middle of (what it has not started is dropped); a reading one after its queue.
+    fn cut_off(&mut self, reason: &str, why: String) {
+        if self.closing {
+            return;
+        }
+        let reason = Some(CloseReason {
+            code: CloseCode::Policy,
+            description: Some(reason.to_owned()),
+        });
+        if self.stalled {
+            self.close_now(reason);
+        } else {
+            self.close_with(reason);
+        }
+        self.cut_off = Some(why);
+    }
 }
 
 impl Outbound {
@@ -122,11 +140,9 @@ impl Outbound {
         if self.stalled {
             let (frames, bytes) = (self.frame_ends.len(), self.pending.len());
             if frames > self.bound.frames || bytes > self.bound.bytes {
-                self.close_now(Some(CloseReason {
-                    code: CloseCode::Policy,
-                    description: Some("outbound queue full".into()),
-                }));
-                self.overflow = Some((frames, bytes));
+                let why =
+                    format!("the client is not reading ({frames} frames, {bytes} bytes waiting)");
+                self.cut_off("outbound queue full", why);
             }
             return;
         }
@@ -141,9 +157,9 @@ impl Outbound {
         self.closing
     }
 
-    /// The frames and bytes waiting when the bound was reached, once.
-    pub(crate) fn take_overflow(&mut self) -> Option<(usize, usize)> {
-        self.overflow.take()
+    /// Why the connection was cut off at a bound, once.
+    pub(crate) fn take_cut_off(&mut self) -> Option<String> {
+        self.cut_off.take()
     }
 
     /// Queues a close frame after what is queued; nothing is queued after it.

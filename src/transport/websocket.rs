@@ -223,14 +223,17 @@ fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limit
         let lane = outbound::lane(write_half, bound, connection.serializer());
         let writer = actix::fut::wrap_future::<_, WsActor<C>>(outbound::write(lane.clone()));
         ctx.spawn(writer.map(|result, actor, ctx| {
-            if let Some((frames, bytes)) = actor.lane.with_outbox(Outbound::take_overflow) {
+            if let Some(why) = actor.lane.with_outbox(Outbound::take_cut_off) {
                 log::warn!(
-                    "{}: websocket closed with 1008: the client is not reading ({frames} frames, {bytes} bytes waiting)",
+                    "{}: websocket closed with 1008: {why}",
                     actor.connection.peer()
                 );
             }
             if let Err(error) = result {
-                log::debug!("{}: websocket write ended: {error}", actor.connection.peer());
+                log::debug!(
+                    "{}: websocket write ended: {error}",
+                    actor.connection.peer()
+                );
             }
             ctx.stop();
         }));
