@@ -566,15 +566,11 @@ impl<C: Channel> ChannelActor<C> {
         });
         // Presence after the subscription (so no diff falls between the snapshot and
         // the subscription) and after the reply (so the state follows it on the wire).
-        let core = &mut self.core;
-        let from = Sender {
-            instance: core.instance,
-            topic: &core.topic,
-            join_ref: core.join_ref.as_ref(),
-        };
-        for tracked in &mut core.tracks {
-            tracked.start(&core.topic, &from, &*core.outlet);
+        let mut tracks = std::mem::take(&mut self.core.tracks);
+        for tracked in &mut tracks {
+            tracked.start(&self.core.topic, &self.core.sender(), &*self.core.outlet);
         }
+        self.core.tracks = tracks;
         if self.core.stop_requested {
             self.finish(Reason::Stopped, true, ctx);
         }

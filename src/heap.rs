@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 /// How often the arenas are looked at.
-pub(crate) const PERIOD: Duration = Duration::from_secs(10);
+const PERIOD: Duration = Duration::from_secs(10);
 
 /// Newly freed bytes worth a trim; below it a trim's cost (walking the arenas under
 /// their locks) buys too little.

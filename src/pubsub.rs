@@ -159,9 +159,10 @@ impl PubSub {
             encoded: Default::default(),
             stats: self.inner.stats.clone(),
         });
-        // The shard's read lock stays held over the loop: an outlet only queues (it
-        // never waits on a socket), and cloning 19,000 subscribers out would cost
-        // more than the subscribes to this shard that wait meanwhile.
+        // The shard's read lock stays held over the loop: an outlet never waits (it
+        // queues, and at most makes a non-blocking write), and cloning 19,000
+        // subscribers out would cost more than the subscribes to this shard that wait
+        // meanwhile.
         let mut delivered = 0;
         for (&instance, subscriber) in subscribers {
             if Some(instance) == except {
