@@ -9,7 +9,7 @@ use std::fmt;
 
 use actix::{Actor, Addr, ArbiterHandle, Context, Handler, Message, MessageResult};
 
-use crate::channel::catch_panic;
+use crate::panic::catch_panic;
 
 /// A handle to an agent. Cheap to clone; the agent lives while a handle does.
 pub struct Agent<S: Unpin + 'static> {

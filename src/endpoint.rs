@@ -23,19 +23,21 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{web, App, HttpResponse};
 use socket2::{Domain, Type};
 
+use crate::close::Close;
 use crate::config::Config;
 use crate::pubsub::PubSub;
-use crate::registry::Sessions;
+use crate::registry::Connections;
 use crate::router::Router;
+use crate::session::SessionShared;
 use crate::socket::Socket;
-use crate::transport::longpoll::{self, LongPollSessions};
-use crate::transport::{listener, websocket};
+use crate::transport::longpoll::{self, LongPoll, LongPollServers};
+use crate::transport::{listener, websocket, Mounts, Shared, WsLimits};
 
 /// What the application builds its channels and stores on.
 #[derive(Clone, Default)]
 pub struct Services {
     pub pubsub: PubSub,
-    pub sessions: Sessions,
+    pub connections: Connections,
 }
 
 /// The application: who may connect, and which channel serves which topic.
@@ -50,33 +52,6 @@ impl SocketHandler {
             socket: Arc::new(socket),
             router,
         }
-    }
-}
-
-/// Everything a connection shares with all others.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub socket: Arc<dyn Socket>,
-    pub router: Router,
-    pub pubsub: PubSub,
-    pub sessions: Sessions,
-    pub longpoll: Arc<LongPollSessions>,
-    /// Socket mounts, e.g. `/socket`.
-    pub mounts: Vec<String>,
-    /// The test echo's path, if served.
-    pub echo_path: Option<String>,
-}
-
-impl Shared {
-    /// Who serves a WebSocket upgrade to `path`, if anyone.
-    pub(crate) fn websocket_target(&self, path: &str) -> Option<websocket::Target> {
-        if self.echo_path.as_deref() == Some(path) {
-            return Some(websocket::Target::Echo);
-        }
-        let socket = path
-            .strip_suffix("/websocket")
-            .is_some_and(|mount| self.mounts.iter().any(|m| m == mount));
-        (socket && self.config.transports.websocket).then_some(websocket::Target::Socket)
     }
 }
 
@@ -95,7 +70,8 @@ pub struct RunningServer {
     addr: SocketAddr,
     handle: ServerHandle,
     services: Services,
-    longpoll: Arc<LongPollSessions>,
+    transport: Arc<Shared>,
+    shutdown_timeout: Duration,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -142,7 +118,7 @@ impl Endpoint {
                 log::info!("fluxwire listening on http://{addr}");
             }
             let handle = server.handle();
-            watch_signals(handle, services.sessions, shutdown_timeout);
+            watch_signals(handle, services.connections, shutdown_timeout);
             crate::heap::trim_periodically();
             server.await
         })
@@ -150,6 +126,7 @@ impl Endpoint {
 
     /// Starts the server on a thread of its own; returns once it is listening.
     pub fn spawn(self) -> io::Result<RunningServer> {
+        let shutdown_timeout = self.config.shutdown_timeout();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
@@ -165,20 +142,21 @@ impl Endpoint {
                     bound.addrs[0],
                     bound.server.handle(),
                     bound.services,
-                    bound.longpoll,
+                    bound.transport,
                 );
                 let _ = ready_tx.send(Ok(ready));
                 bound.server.await
             })
         });
-        let (addr, handle, services, longpoll) = ready_rx
+        let (addr, handle, services, transport) = ready_rx
             .recv()
             .map_err(|_| io::Error::other("server thread ended before listening"))??;
         Ok(RunningServer {
             addr,
             handle,
             services,
-            longpoll,
+            transport,
+            shutdown_timeout,
             thread: Some(thread),
         })
     }
@@ -200,16 +178,42 @@ impl Endpoint {
         let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
         let bind_to = (config.host.clone(), config.port);
         let transports = config.transports;
-        let longpoll_sessions = Arc::new(LongPollSessions::new(&config));
+        let secret = config
+            .secret_key_base
+            .as_ref()
+            .map(|secret| secret.as_bytes());
+        if secret.is_none() && transports.longpoll {
+            log::warn!(
+                "no --secret-key-base (FLUXWIRE_SECRET_KEY_BASE): signing long-poll tokens \
+                 with a random secret; long-poll sessions will not survive a restart"
+            );
+        }
         let shared = Arc::new(Shared {
-            config,
+            origin: config.check_origin.clone(),
             socket,
-            router,
-            pubsub: services.pubsub.clone(),
-            sessions: services.sessions.clone(),
-            longpoll: longpoll_sessions.clone(),
-            mounts: self.mounts,
-            echo_path: self.echo_path,
+            sessions: Arc::new(SessionShared {
+                router,
+                pubsub: services.pubsub.clone(),
+                connections: services.connections.clone(),
+                max_channels: config.max_channels,
+            }),
+            mounts: Mounts {
+                paths: self.mounts,
+                websocket: transports.websocket,
+                echo: self.echo_path,
+            },
+            websocket: WsLimits {
+                max_message: config.max_frame_size,
+                idle_timeout: config.idle_timeout(),
+                max_outbound_frames: config.max_outbound_frames,
+                max_outbound_bytes: config.max_outbound_bytes,
+            },
+            longpoll: LongPoll {
+                window: config.longpoll_window(),
+                timeout: config.longpoll_timeout(),
+                max_body: config.max_frame_size,
+                servers: LongPollServers::new(secret),
+            },
         });
         let app_shared = shared.clone();
         let app = move || {
@@ -217,7 +221,7 @@ impl Endpoint {
             let mut app = App::new()
                 .app_data(web::Data::new(shared.clone()))
                 .route("/health", web::get().to(health));
-            for mount in &shared.mounts {
+            for mount in &shared.mounts.paths {
                 // A transport left out of `--transports` answers 404.
                 let ws = web::resource(format!("{mount}/websocket"));
                 app = app.service(if transports.websocket {
@@ -282,7 +286,7 @@ impl Endpoint {
             server: server.run(),
             services,
             addrs,
-            longpoll: longpoll_sessions,
+            transport: shared,
         })
     }
 }
@@ -303,31 +307,36 @@ struct Bound {
     server: actix_server::Server,
     services: Services,
     addrs: Vec<SocketAddr>,
-    longpoll: Arc<LongPollSessions>,
+    transport: Arc<Shared>,
 }
 
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// On the first SIGINT or SIGTERM: stop accepting, close every socket with 1001, and
-/// let the server finish (bounded by the shutdown timeout).
-fn watch_signals(handle: ServerHandle, sessions: Sessions, timeout: Duration) {
+/// Stops the server: no new connections, every connection closed with
+/// [`Close::SHUTDOWN`], at most `timeout` for them to finish, then the workers stop.
+async fn shut_down(why: &str, handle: &ServerHandle, connections: &Connections, timeout: Duration) {
+    handle.pause().await;
+    let close = Close::SHUTDOWN;
+    let closed = connections.close_all(close);
+    log::info!("{why}: shutting down, closing {closed} connections with {close}");
+    let left = connections.drained(timeout).await;
+    if left > 0 {
+        log::warn!("{left} connections did not close within {timeout:?}");
+    }
+    handle.stop(true).await;
+}
+
+/// On the first SIGINT or SIGTERM: [`shut_down`].
+fn watch_signals(handle: ServerHandle, connections: Connections, timeout: Duration) {
     let started = Arc::new(AtomicBool::new(false));
     let shutdown = move |signal: &'static str| {
-        let (handle, sessions, started) = (handle.clone(), sessions.clone(), started.clone());
+        let (handle, connections, started) = (handle.clone(), connections.clone(), started.clone());
         async move {
-            if started.swap(true, Ordering::SeqCst) {
-                return;
+            if !started.swap(true, Ordering::SeqCst) {
+                shut_down(signal, &handle, &connections, timeout).await;
             }
-            handle.pause().await;
-            let closed = sessions.close_all("server shutting down");
-            log::info!("{signal}: shutting down, closing {closed} connections with 1001");
-            let left = sessions.drained(timeout).await;
-            if left > 0 {
-                log::warn!("{left} connections did not close within {timeout:?}");
-            }
-            handle.stop(true).await;
         }
     };
     let on_interrupt = shutdown.clone();
@@ -361,18 +370,16 @@ impl RunningServer {
 
     /// Live long-poll sessions (each ends when its client stops polling).
     pub fn longpoll_sessions(&self) -> usize {
-        self.longpoll.len()
+        self.transport.longpoll.servers.len()
     }
 
-    /// Stops the server: every socket closed with 1001, then the thread joined.
+    /// Stops the server as a signal would (see [`Endpoint::run`]), then joins its thread.
     pub fn stop(mut self) {
-        let sessions = self.services.sessions.clone();
-        sessions.close_all("server shutting down");
-        let handle = self.handle.clone();
+        let connections = self.services.connections.clone();
+        let (handle, timeout) = (self.handle.clone(), self.shutdown_timeout);
         let stopper = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                sessions.drained(Duration::from_secs(2)).await;
-                handle.stop(true).await;
+                shut_down("stop", &handle, &connections, timeout).await;
             });
         });
         let _ = stopper.join();

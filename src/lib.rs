@@ -1,43 +1,48 @@
 //! fluxwire: a Phoenix Channels server on actix. phoenix.js, and every other Phoenix
 //! Channels client, connects to it unchanged.
 //!
-//! The data path, one module each:
-//! [`transport`] (WebSocket) → [`serializer`] (V1/V2) → [`session`] (one per connection)
-//! → [`channel`] (one actor per joined topic) → [`pubsub`] → [`outlet`] (each client's
-//! ordered way out, written from any thread) → back to the transport.
-//! Around it: [`endpoint`] (HTTP wiring and the server's life), [`router`] (topic →
-//! channel), [`socket`] (the application's `connect`), [`presence`], [`registry`]
-//! (live sessions), [`agent`] (state actors for the application's stores), [`config`]
-//! and [`message`] (the protocol's model); `heap` returns freed memory after bursts.
+//! A client's frame travels transport → serializer → session → channel → pubsub → every
+//! member's outlet → back out through its transport. The modules below are layers,
+//! declared bottom to top: each one uses only modules declared before it, never one
+//! after it (`tests/layers.rs` checks every `crate::` path in `src/` against this order),
+//! so each file reads with only what lies below it. Types that cross a boundary belong
+//! to the lower layer; the upper one implements or handles them. The wire and the
+//! default application's contract are described in `docs/`.
 
-pub mod agent;
-pub mod channel;
-pub mod config;
-pub mod endpoint;
-mod heap;
-pub mod message;
-pub mod outlet;
-pub mod presence;
-pub mod pubsub;
-pub mod registry;
-pub mod router;
-pub mod serializer;
-pub mod session;
-pub mod socket;
-pub mod transport;
+mod close; // every way a connection is closed: code and reason, named once
+mod message; // the Phoenix message model: Message, PhxReply, Push, Broadcast, Payload, Ref
+mod serializer; // V1/V2 frames <-> messages; a broadcast encoded once per version
+mod heap; // returns freed heap to the OS after bursts
+mod panic; // a panic in application code becomes its message
+mod socket; // the application's `connect`: Params, Assigns, ConnectInfo
+mod agent; // state actors like Elixir's Agent, for the application's stores
+mod outlet; // one client's ordered way out; the Outbox a transport implements
+mod pubsub; // topic -> subscribers; fan-out of pre-encoded broadcasts into outlets
+mod presence; // who is on a topic: presence_state, coalesced presence_diff
+mod channel; // the Channel API, and the actor that runs one joined topic
+mod router; // topic pattern -> channel
+mod registry; // live connections, to close them from outside
+mod session; // one connection's protocol state: joins, refs, heartbeats, routing
+mod transport; // admission; WebSocket and long-poll; the listener that picks one
+mod config; // flags and environment variables
+mod endpoint; // HTTP wiring and the server's life
 
 pub use agent::{Agent, AgentError};
 pub use channel::{
-    Channel, ChannelContext, ChannelRef, JoinParams, Pusher, Reason, Reply, Subscription,
+    Channel, ChannelContext, ChannelRef, JoinParams, Pusher, Reason, Reply, ReplyFuture,
+    Subscription,
 };
-pub use config::Config;
+pub use close::Close;
+pub use config::{Config, SecretKeyBase, Transports};
 pub use endpoint::{Endpoint, RunningServer, Services, SocketHandler};
 pub use message::Payload;
+pub use outlet::InstanceId;
 pub use presence::Presence;
-pub use pubsub::PubSub;
-pub use registry::Sessions;
+pub use pubsub::{PubSub, Stats as PubSubStats};
+pub use registry::Connections;
 pub use router::Router;
 pub use socket::{Assigns, ConnectInfo, Params, Refused, Socket};
+pub use transport::origin::{AllowedOrigin, OriginPolicy};
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[doc = include_str!("../README.md")]

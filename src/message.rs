@@ -1,8 +1,9 @@
 //! The Phoenix message model, independent of any serializer or transport.
 //!
 //! Owns the shapes that travel between the wire and the session: [`Message`] (client to
-//! server), [`Reply`], [`Push`] and [`Broadcast`] (server to client), and [`Ref`], the
-//! opaque reference a client chooses. Must not know how any of them are encoded.
+//! server), [`PhxReply`], [`Push`] and [`Broadcast`] (server to client), [`Payload`] and
+//! [`Ref`], the opaque reference a client chooses. Must not know how any of them are
+//! encoded.
 
 use std::fmt;
 use std::sync::Arc;
@@ -99,6 +100,12 @@ impl From<Value> for Payload {
     }
 }
 
+impl From<Bytes> for Payload {
+    fn from(bytes: Bytes) -> Self {
+        Payload::Binary(bytes)
+    }
+}
+
 /// A decoded client-to-server message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
@@ -125,9 +132,10 @@ impl Status {
     }
 }
 
-/// `phx_reply` to one client message.
+/// `phx_reply` to one client message. (What a channel answers, before it becomes one of
+/// these, is the application's [`Reply`](crate::Reply).)
 #[derive(Clone, Debug, PartialEq)]
-pub struct Reply<'a> {
+pub struct PhxReply<'a> {
     pub join_ref: Option<&'a Ref>,
     pub msg_ref: Option<&'a Ref>,
     pub topic: &'a str,

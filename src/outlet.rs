@@ -9,23 +9,48 @@
 //! what is sent (the session and the channels do) or how bytes reach the client (the
 //! transport's [`Outbox`] does).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::channel::InstanceId;
-use crate::message::{event, Payload, Push, Ref, Reply, Status};
-use crate::pubsub::BroadcastFrame;
-use crate::serializer::{EncodeError, Frame, Serializer};
-use crate::transport::Outbox;
+use crate::close::Close;
+use crate::message::{event, Payload, PhxReply, Push, Ref, Status};
+use crate::serializer::{BroadcastFrame, EncodeError, Frame, Serializer};
+
+/// Identifies one channel instance (one join of one topic on one connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(u64);
+
+impl InstanceId {
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        InstanceId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Where a transport puts a connection's frames, in the order given; behind the
+/// connection's [`Outlet`], which serialises every sender. Writes after a close are
+/// dropped silently.
+pub(crate) trait Outbox {
+    fn send(&mut self, frame: Frame);
+    fn close(&mut self, close: Close);
+    /// Closes because a bound was reached (`close`'s reason goes to the client); the
+    /// transport logs `why` once, naming the client.
+    fn cut_off(&mut self, close: Close, why: String);
+}
 
 /// One client's ordered way out. Every method may be called from any thread.
-pub trait Outlet: Send + Sync {
+pub(crate) trait Outlet: Send + Sync {
     fn serializer(&self) -> Serializer;
 
     /// A frame from the session itself (a heartbeat reply, a refusal).
     fn send(&self, frame: Frame);
 
     /// Closes the connection after what is queued; later frames are dropped.
-    fn close(&self, code: u16, reason: &str);
+    fn close(&self, close: Close);
 
     /// A join of `instance` has started: its frames wait for [`Outlet::joined`].
     fn joining(&self, instance: InstanceId);
@@ -41,10 +66,15 @@ pub trait Outlet: Send + Sync {
     /// A frame from a channel instance: held while it joins, dropped once it has ended.
     fn send_from(&self, instance: InstanceId, frame: Frame);
 
-    /// A broadcast for `instance`, as [`Outlet::send_from`], in this client's encoding.
-    fn deliver(&self, instance: InstanceId, broadcast: &BroadcastFrame) {
-        if let Some(frame) = broadcast.frame(self.serializer()) {
-            self.send_from(instance, frame.clone());
+    /// A broadcast for `instance`, as [`Outlet::send_from`], in this client's encoding;
+    /// `false` if it cannot be encoded for this client (binary on V1).
+    fn deliver(&self, instance: InstanceId, broadcast: &BroadcastFrame) -> bool {
+        match broadcast.frame(self.serializer()) {
+            Some(frame) => {
+                self.send_from(instance, frame.clone());
+                true
+            }
+            None => false,
         }
     }
 
@@ -63,7 +93,7 @@ pub trait Outlet: Send + Sync {
 
     /// Replies to the client message `msg_ref` from `instance`.
     fn reply(&self, from: &Sender<'_>, msg_ref: Option<&Ref>, status: Status, response: &Payload) {
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: from.join_ref,
             msg_ref,
             topic: from.topic,
@@ -90,22 +120,22 @@ fn send_encoded<O: Outlet + ?Sized>(
 
 /// Who a channel's frame comes from: enough to address it on the wire.
 #[derive(Clone, Copy, Debug)]
-pub struct Sender<'a> {
+pub(crate) struct Sender<'a> {
     pub instance: InstanceId,
     pub topic: &'a str,
     pub join_ref: Option<&'a Ref>,
 }
 
 /// The [`Outlet`] over a transport's [`Outbox`].
-pub struct Lane<O> {
+pub(crate) struct ClientOutlet<O> {
     serializer: Serializer,
     /// Most frames one instance may have held while it joins; past it the connection
     /// is closed (1008), as for a client that does not read.
     hold_limit: usize,
-    state: Mutex<LaneState<O>>,
+    state: Mutex<OutletState<O>>,
 }
 
-struct LaneState<O> {
+struct OutletState<O> {
     out: O,
     /// The channel instances of this client; a connection has a few at most.
     instances: Vec<(InstanceId, Slot)>,
@@ -117,12 +147,12 @@ enum Slot {
     Live,
 }
 
-impl<O: Outbox + Send> Lane<O> {
-    pub fn new(serializer: Serializer, out: O, hold_limit: usize) -> Self {
-        Lane {
+impl<O: Outbox + Send> ClientOutlet<O> {
+    pub(crate) fn new(serializer: Serializer, out: O, hold_limit: usize) -> Self {
+        ClientOutlet {
             serializer,
             hold_limit,
-            state: Mutex::new(LaneState {
+            state: Mutex::new(OutletState {
                 out,
                 instances: Vec::new(),
             }),
@@ -134,7 +164,7 @@ impl<O: Outbox + Send> Lane<O> {
         f(&mut self.lock().out)
     }
 
-    fn lock(&self) -> MutexGuard<'_, LaneState<O>> {
+    fn lock(&self) -> MutexGuard<'_, OutletState<O>> {
         // A panic while holding the lock leaves frames half queued at worst; the
         // connection is still better served than poisoned.
         self.state
@@ -143,7 +173,7 @@ impl<O: Outbox + Send> Lane<O> {
     }
 }
 
-impl<O> LaneState<O> {
+impl<O> OutletState<O> {
     fn slot(&mut self, instance: InstanceId) -> Option<&mut Slot> {
         self.instances
             .iter_mut()
@@ -152,7 +182,7 @@ impl<O> LaneState<O> {
     }
 }
 
-impl<O: Outbox + Send> Outlet for Lane<O> {
+impl<O: Outbox + Send> Outlet for ClientOutlet<O> {
     fn serializer(&self) -> Serializer {
         self.serializer
     }
@@ -161,8 +191,8 @@ impl<O: Outbox + Send> Outlet for Lane<O> {
         self.lock().out.send(frame);
     }
 
-    fn close(&self, code: u16, reason: &str) {
-        self.lock().out.close(code, reason);
+    fn close(&self, close: Close) {
+        self.lock().out.close(close);
     }
 
     fn joining(&self, instance: InstanceId) {
@@ -204,11 +234,126 @@ impl<O: Outbox + Send> Outlet for Lane<O> {
             Some(Slot::Joining(held)) => {
                 let why = format!("{} frames held for a join still in progress", held.len());
                 *held = Vec::new();
-                state
-                    .out
-                    .cut_off("too many messages waiting for a join", why);
+                state.out.cut_off(Close::JOIN_BACKLOG_FULL, why);
             }
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// An outbox that records what reaches it.
+    #[derive(Default)]
+    struct Recorded {
+        sent: Vec<Frame>,
+        closed: Option<Close>,
+        cut_off: Option<(Close, String)>,
+    }
+
+    impl Outbox for Recorded {
+        fn send(&mut self, frame: Frame) {
+            self.sent.push(frame);
+        }
+        fn close(&mut self, close: Close) {
+            self.closed = Some(close);
+        }
+        fn cut_off(&mut self, close: Close, why: String) {
+            self.cut_off = Some((close, why));
+        }
+    }
+
+    fn text(s: &str) -> Frame {
+        Frame::Text(s.into())
+    }
+
+    fn outlet(hold_limit: usize) -> ClientOutlet<Recorded> {
+        ClientOutlet::new(Serializer::V2, Recorded::default(), hold_limit)
+    }
+
+    fn sent(outlet: &ClientOutlet<Recorded>) -> Vec<Frame> {
+        outlet.with_outbox(|out| out.sent.clone())
+    }
+
+    #[test]
+    fn the_join_reply_goes_first_then_what_was_held() {
+        let outlet = outlet(10);
+        let a = InstanceId::next();
+        outlet.joining(a);
+        outlet.send_from(a, text("push 1"));
+        outlet.send(text("heartbeat reply"));
+        outlet.send_from(a, text("push 2"));
+        assert_eq!(
+            sent(&outlet),
+            [text("heartbeat reply")],
+            "held while joining"
+        );
+        outlet.joined(a, text("join reply"));
+        outlet.send_from(a, text("push 3"));
+        assert_eq!(
+            sent(&outlet),
+            [
+                text("heartbeat reply"),
+                text("join reply"),
+                text("push 1"),
+                text("push 2"),
+                text("push 3")
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_goes_out_for_an_instance_after_its_end() {
+        let outlet = outlet(10);
+        let (a, b) = (InstanceId::next(), InstanceId::next());
+        outlet.joining(a);
+        outlet.joining(b);
+        outlet.send_from(a, text("held, then dropped"));
+        outlet.ended(a, Some(text("refusal")));
+        outlet.send_from(a, text("late"));
+        outlet.joined(a, text("late reply"));
+        outlet.joined(b, text("b reply"));
+        outlet.ended(b, None);
+        outlet.send_from(b, text("after leave"));
+        outlet.send_from(InstanceId::next(), text("never joined"));
+        assert_eq!(sent(&outlet), [text("refusal"), text("b reply")]);
+    }
+
+    #[test]
+    fn what_is_held_for_a_join_is_bounded() {
+        let outlet = outlet(2);
+        let a = InstanceId::next();
+        outlet.joining(a);
+        outlet.send_from(a, text("1"));
+        outlet.send_from(a, text("2"));
+        assert!(outlet.with_outbox(|out| out.cut_off.is_none()));
+        outlet.send_from(a, text("3"));
+        let (close, why) = outlet.with_outbox(|out| out.cut_off.clone()).unwrap();
+        assert_eq!(close, Close::JOIN_BACKLOG_FULL);
+        assert_eq!(why, "2 frames held for a join still in progress");
+    }
+
+    #[test]
+    fn a_broadcast_this_client_cannot_read_is_not_delivered() {
+        let encodes = Arc::new(AtomicU64::new(0));
+        let v1 = ClientOutlet::new(Serializer::V1, Recorded::default(), 10);
+        let a = InstanceId::next();
+        v1.joining(a);
+        v1.joined(a, text("reply"));
+        let binary = Payload::Binary(Bytes::from_static(b"x"));
+        let binary = BroadcastFrame::new("t", "e", binary, encodes.clone());
+        assert!(!v1.deliver(a, &binary));
+        let json = BroadcastFrame::new("t", "e", Payload::empty(), encodes);
+        assert!(v1.deliver(a, &json));
+        assert_eq!(sent(&v1).len(), 2);
+        v1.close(Close::SHUTDOWN);
+        assert_eq!(v1.with_outbox(|out| out.closed), Some(Close::SHUTDOWN));
     }
 }

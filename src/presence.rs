@@ -15,9 +15,8 @@ use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{Map, Value};
 
-use crate::channel::InstanceId;
 use crate::message::Payload;
-use crate::outlet::{Outlet, Sender};
+use crate::outlet::{InstanceId, Outlet, Sender};
 use crate::pubsub::PubSub;
 
 /// How long changes on a topic gather before one `presence_diff` carries them all.

@@ -1,24 +1,23 @@
-//! PubSub: who is subscribed to each topic, and fan-out of broadcasts to their sessions.
+//! PubSub: who is subscribed to each topic, and fan-out of broadcasts to them.
 //!
-//! Owns the topic → subscribers table (one entry per channel instance) and the
-//! [`BroadcastFrame`], which encodes a broadcast at most once per serializer version, the
-//! same bytes then going to every subscriber ("fastlane"): written by the publisher's
-//! thread straight into each subscriber's [`Outlet`], with no message to its session.
-//! Events a channel intercepts go to its actor instead. Must not encode per recipient
-//! or know how an outlet reaches its client.
+//! Owns the topic → subscribers table (one entry per channel instance) and the fan-out:
+//! one [`BroadcastFrame`] per broadcast, encoded at most once per serializer version, its
+//! bytes written by the publisher's thread straight into each subscriber's [`Outlet`]
+//! ("fastlane"), with no message to its session. Events a channel intercepts go to its
+//! actor instead, as an [`Intercepted`] message this module defines. Must not encode per
+//! recipient, know how an outlet reaches its client, or know channels.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use actix::WeakRecipient;
 
-use crate::channel::{ChannelMsg, InstanceId};
-use crate::message::{Broadcast, Payload};
-use crate::outlet::Outlet;
-use crate::serializer::{Frame, Serializer};
+use crate::message::Payload;
+use crate::outlet::{InstanceId, Outlet};
+use crate::serializer::BroadcastFrame;
 
 /// Shards of the topic table: broadcasts on different topics rarely share a lock.
 const SHARDS: usize = 32;
@@ -32,12 +31,18 @@ pub(crate) struct Subscriber {
     pub intercept: Option<Box<Intercept>>,
 }
 
-/// Events that go to the channel's [`Channel::handle_out`](crate::Channel::handle_out).
+/// Events that go to the channel's [`Channel::handle_out`](crate::Channel::handle_out)
+/// instead of straight to its client.
 pub(crate) struct Intercept {
     pub events: &'static [&'static str],
     /// Weak, so that a subscription does not keep its channel's actor alive.
-    pub channel: WeakRecipient<ChannelMsg>,
+    pub channel: WeakRecipient<Intercepted>,
 }
+
+/// A broadcast that a subscriber intercepts, sent to it instead of to its client.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct Intercepted(pub Arc<BroadcastFrame>);
 
 /// The in-process PubSub. Cheap to clone; all clones share one table.
 #[derive(Clone)]
@@ -55,7 +60,8 @@ struct Inner {
 struct Counters {
     broadcasts: AtomicU64,
     deliveries: AtomicU64,
-    encodes: AtomicU64,
+    /// Shared with every [`BroadcastFrame`], which counts its own encodings.
+    encodes: Arc<AtomicU64>,
 }
 
 /// Counters since start, for benchmarks and tests.
@@ -63,7 +69,8 @@ struct Counters {
 pub struct Stats {
     /// Broadcasts published.
     pub broadcasts: u64,
-    /// Broadcasts handed to a subscriber's session.
+    /// Broadcasts handed to a subscriber: written to its client's outlet, or sent to
+    /// its channel when intercepted.
     pub deliveries: u64,
     /// Broadcast frames encoded: at most one per broadcast and serializer version in use.
     pub encodes: u64,
@@ -115,7 +122,8 @@ impl PubSub {
         read(self.shard(topic)).get(topic).map_or(0, HashMap::len)
     }
 
-    /// Sends `event` to every subscriber of `topic`; returns how many were reached.
+    /// Sends `event` to every subscriber of `topic`; returns how many were reached (a
+    /// V1 client is not reached by a binary payload).
     pub fn broadcast(&self, topic: &str, event: &str, payload: Payload) -> usize {
         self.fan_out(None, topic, event, payload)
     }
@@ -152,13 +160,8 @@ impl PubSub {
         let Some(subscribers) = table.get(topic) else {
             return 0;
         };
-        let frame = Arc::new(BroadcastFrame {
-            topic: topic.into(),
-            event: event.to_owned(),
-            payload,
-            encoded: Default::default(),
-            stats: self.inner.stats.clone(),
-        });
+        let encodes = self.inner.stats.encodes.clone();
+        let frame = Arc::new(BroadcastFrame::new(topic, event, payload, encodes));
         // The shard's read lock stays held over the loop: an outlet never waits (it
         // queues, and at most makes a non-blocking write), and cloning 19,000
         // subscribers out would cost more than the subscribes to this shard that wait
@@ -168,75 +171,21 @@ impl PubSub {
             if Some(instance) == except {
                 continue;
             }
-            match &subscriber.intercept {
-                Some(intercept) if intercept.events.contains(&event) => {
-                    if let Some(channel) = intercept.channel.upgrade() {
-                        channel.do_send(ChannelMsg::Out(frame.clone()));
-                    }
-                }
+            let reached = match &subscriber.intercept {
+                Some(intercept) if intercept.events.contains(&event) => intercept
+                    .channel
+                    .upgrade()
+                    .map(|channel| channel.do_send(Intercepted(frame.clone())))
+                    .is_some(),
                 _ => subscriber.outlet.deliver(instance, &frame),
-            }
-            delivered += 1;
+            };
+            delivered += usize::from(reached);
         }
         self.inner
             .stats
             .deliveries
             .fetch_add(delivered as u64, Ordering::Relaxed);
         delivered
-    }
-}
-
-/// One broadcast on its way to many sessions, encoded lazily and at most once per
-/// serializer version.
-pub struct BroadcastFrame {
-    topic: Arc<str>,
-    event: String,
-    payload: Payload,
-    /// Indexed by [`serializer_slot`]; `None` inside when the broadcast cannot be encoded
-    /// for that version (binary on V1).
-    encoded: [OnceLock<Option<Frame>>; 2],
-    stats: Arc<Counters>,
-}
-
-impl BroadcastFrame {
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    pub fn event(&self) -> &str {
-        &self.event
-    }
-
-    pub fn payload(&self) -> &Payload {
-        &self.payload
-    }
-
-    /// The encoded frame for `serializer`; `None` if this broadcast cannot be encoded
-    /// for it (logged once).
-    pub fn frame(&self, serializer: Serializer) -> Option<&Frame> {
-        self.encoded[serializer_slot(serializer)]
-            .get_or_init(|| {
-                self.stats.encodes.fetch_add(1, Ordering::Relaxed);
-                let broadcast = Broadcast {
-                    topic: &self.topic,
-                    event: &self.event,
-                    payload: &self.payload,
-                };
-                serializer
-                    .encode_broadcast(&broadcast)
-                    .map_err(|error| {
-                        log::warn!("broadcast {} on {}: {error}", self.event, self.topic)
-                    })
-                    .ok()
-            })
-            .as_ref()
-    }
-}
-
-fn serializer_slot(serializer: Serializer) -> usize {
-    match serializer {
-        Serializer::V1 => 0,
-        Serializer::V2 => 1,
     }
 }
 
@@ -248,4 +197,134 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::close::Close;
+    use crate::serializer::{Frame, Serializer};
+
+    /// An outlet that records the broadcasts delivered to it.
+    struct Recorded {
+        serializer: Serializer,
+        frames: Mutex<Vec<(InstanceId, Frame)>>,
+    }
+
+    impl Recorded {
+        fn new(serializer: Serializer) -> Arc<Recorded> {
+            Arc::new(Recorded {
+                serializer,
+                frames: Mutex::default(),
+            })
+        }
+
+        fn count(&self) -> usize {
+            self.frames.lock().unwrap().len()
+        }
+    }
+
+    impl Outlet for Recorded {
+        fn serializer(&self) -> Serializer {
+            self.serializer
+        }
+        fn send(&self, _: Frame) {}
+        fn close(&self, _: Close) {}
+        fn joining(&self, _: InstanceId) {}
+        fn joined(&self, _: InstanceId, _: Frame) {}
+        fn ended(&self, _: InstanceId, _: Option<Frame>) {}
+        fn send_from(&self, instance: InstanceId, frame: Frame) {
+            self.frames.lock().unwrap().push((instance, frame));
+        }
+    }
+
+    fn subscribe(pubsub: &PubSub, topic: &str, outlet: &Arc<Recorded>) -> InstanceId {
+        let instance = InstanceId::next();
+        let subscriber = Subscriber {
+            outlet: outlet.clone(),
+            intercept: None,
+        };
+        pubsub.subscribe(&topic.into(), instance, subscriber);
+        instance
+    }
+
+    #[test]
+    fn fan_out_reaches_each_subscriber_of_the_topic_once() {
+        let pubsub = PubSub::new();
+        let (v2, v1, other) = (
+            Recorded::new(Serializer::V2),
+            Recorded::new(Serializer::V1),
+            Recorded::new(Serializer::V2),
+        );
+        let a = subscribe(&pubsub, "t", &v2);
+        let b = subscribe(&pubsub, "t", &v1);
+        subscribe(&pubsub, "elsewhere", &other);
+        assert_eq!(pubsub.subscriber_count("t"), 2);
+
+        assert_eq!(
+            pubsub.broadcast("t", "e", Payload::Json(json!({"n": 1}))),
+            2
+        );
+        assert_eq!(pubsub.broadcast_from(a, "t", "e", Payload::empty()), 1);
+        assert_eq!((v2.count(), v1.count(), other.count()), (1, 2, 0));
+        assert_eq!(v1.frames.lock().unwrap()[1].0, b);
+        assert_eq!(
+            pubsub.stats(),
+            Stats {
+                broadcasts: 2,
+                deliveries: 3,
+                encodes: 3
+            }
+        );
+
+        pubsub.unsubscribe("t", a);
+        pubsub.unsubscribe("t", b);
+        assert_eq!(pubsub.subscriber_count("t"), 0);
+        assert_eq!(pubsub.broadcast("t", "e", Payload::empty()), 0);
+    }
+
+    #[test]
+    fn a_broadcast_a_client_cannot_read_is_not_counted_as_delivered() {
+        let pubsub = PubSub::new();
+        let (v1, v2) = (Recorded::new(Serializer::V1), Recorded::new(Serializer::V2));
+        subscribe(&pubsub, "t", &v1);
+        subscribe(&pubsub, "t", &v2);
+        let binary = Payload::Binary(Bytes::from_static(b"\x01"));
+        assert_eq!(pubsub.broadcast("t", "b", binary), 1);
+        assert_eq!((v1.count(), v2.count()), (0, 1));
+        assert_eq!(pubsub.stats().deliveries, 1);
+    }
+
+    #[test]
+    fn an_intercepting_subscriber_that_is_gone_is_not_counted() {
+        struct Gone;
+        impl actix::Actor for Gone {
+            type Context = actix::Context<Self>;
+        }
+        impl actix::Handler<Intercepted> for Gone {
+            type Result = ();
+            fn handle(&mut self, _: Intercepted, _: &mut Self::Context) {}
+        }
+        let system = actix::System::new();
+        let channel = system.block_on(async { actix::Actor::start(Gone).recipient().downgrade() });
+        drop(system);
+        let pubsub = PubSub::new();
+        let outlet = Recorded::new(Serializer::V2);
+        let subscriber = Subscriber {
+            outlet: outlet.clone(),
+            intercept: Some(Box::new(Intercept {
+                events: &["secret"],
+                channel,
+            })),
+        };
+        pubsub.subscribe(&"t".into(), InstanceId::next(), subscriber);
+        assert_eq!(pubsub.broadcast("t", "secret", Payload::empty()), 0);
+        assert_eq!(pubsub.broadcast("t", "plain", Payload::empty()), 1);
+        assert_eq!(outlet.count(), 1);
+    }
 }

@@ -1,22 +1,29 @@
-//! The registry of live sessions, for reaching connections from outside them.
+//! The registry of live connections, for reaching them from outside.
 //!
-//! Owns the set of sessions with their socket ids, so the endpoint can close them all at
-//! shutdown and an application can disconnect every connection of one user. Must not
-//! route messages: topics go through pubsub.
+//! Owns the set of live connections with their socket ids and outlets, so the endpoint
+//! can close them all at shutdown and an application can disconnect every connection of
+//! one user. Must not route messages: topics go through pubsub.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix::Recipient;
+use tokio::sync::Notify;
 
-use crate::session::SessionMsg;
-use crate::transport::close_code;
+use crate::close::Close;
+use crate::outlet::Outlet;
 
-/// Every live session. Cheap to clone.
+/// Every live connection. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Sessions {
-    inner: Arc<Mutex<Table>>,
+pub struct Connections {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    table: Mutex<Table>,
+    /// Woken whenever the last connection leaves.
+    emptied: Notify,
 }
 
 #[derive(Default)]
@@ -27,18 +34,19 @@ struct Table {
 
 struct Registered {
     socket_id: Option<Arc<str>>,
-    mailbox: Recipient<SessionMsg>,
+    outlet: Arc<dyn Outlet>,
 }
 
-/// A session's place in the registry; dropping it unregisters the session.
-pub struct Registration {
-    sessions: Sessions,
+/// A connection's place in the registry; dropping it unregisters the connection.
+pub(crate) struct Registration {
+    connections: Connections,
     key: u64,
 }
 
-impl Sessions {
+impl Connections {
     fn table(&self) -> MutexGuard<'_, Table> {
         self.inner
+            .table
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -46,19 +54,19 @@ impl Sessions {
     pub(crate) fn register(
         &self,
         socket_id: Option<Arc<str>>,
-        mailbox: Recipient<SessionMsg>,
+        outlet: Arc<dyn Outlet>,
     ) -> Registration {
         let mut table = self.table();
         table.next_key += 1;
         let key = table.next_key;
-        table.live.insert(key, Registered { socket_id, mailbox });
+        table.live.insert(key, Registered { socket_id, outlet });
         Registration {
-            sessions: self.clone(),
+            connections: self.clone(),
             key,
         }
     }
 
-    /// Live sessions.
+    /// Live connections.
     pub fn len(&self) -> usize {
         self.table().live.len()
     }
@@ -71,43 +79,56 @@ impl Sessions {
     pub fn disconnect(&self, socket_id: &str) -> usize {
         self.close_where(
             |r| r.socket_id.as_deref() == Some(socket_id),
-            "disconnected",
+            Close::DISCONNECTED,
         )
     }
 
-    /// Closes every connection (1001); returns how many.
-    pub fn close_all(&self, reason: &'static str) -> usize {
-        self.close_where(|_| true, reason)
+    /// Closes every connection with `close`; returns how many.
+    pub fn close_all(&self, close: Close) -> usize {
+        self.close_where(|_| true, close)
     }
 
-    /// Waits until every session has ended (their close frames sent), or `timeout`;
+    /// Waits until every connection has ended (their close frames sent), or `timeout`;
     /// returns how many are still live.
     pub async fn drained(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        while !self.is_empty() && Instant::now() < deadline {
-            actix::clock::sleep(Duration::from_millis(10)).await;
-        }
+        let wait_for_empty = async {
+            loop {
+                let emptied = self.inner.emptied.notified();
+                tokio::pin!(emptied);
+                // Registered before the check, so an emptying in between is not missed.
+                emptied.as_mut().enable();
+                if self.is_empty() {
+                    return;
+                }
+                emptied.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait_for_empty).await;
         self.len()
     }
 
-    fn close_where(&self, matches: impl Fn(&Registered) -> bool, reason: &'static str) -> usize {
-        let table = self.table();
-        table
+    fn close_where(&self, matches: impl Fn(&Registered) -> bool, close: Close) -> usize {
+        // The outlets are closed outside the lock: a closing connection may unregister.
+        let outlets: Vec<Arc<dyn Outlet>> = self
+            .table()
             .live
             .values()
             .filter(|r| matches(r))
-            .map(|r| {
-                r.mailbox.do_send(SessionMsg::Disconnect {
-                    code: close_code::GOING_AWAY,
-                    reason,
-                })
-            })
-            .count()
+            .map(|r| r.outlet.clone())
+            .collect();
+        for outlet in &outlets {
+            outlet.close(close);
+        }
+        outlets.len()
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.sessions.table().live.remove(&self.key);
+        let mut table = self.connections.table();
+        table.live.remove(&self.key);
+        if table.live.is_empty() {
+            self.connections.inner.emptied.notify_waiters();
+        }
     }
 }

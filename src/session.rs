@@ -13,42 +13,35 @@ use std::sync::Arc;
 use actix::Recipient;
 use serde_json::json;
 
-use crate::channel::{ChannelMsg, ChannelStart, InstanceId, Reason, INBOUND_LIMIT};
-use crate::endpoint::Shared;
-use crate::message::{event, Message, Payload, Push, Ref, Reply, Status, PHOENIX_TOPIC};
-use crate::outlet::Outlet;
-use crate::registry::Registration;
+use crate::channel::{ChannelMsg, ChannelReport, ChannelStart, Reason, INBOUND_LIMIT};
+use crate::close::Close;
+use crate::message::{event, Message, Payload, PhxReply, Push, Ref, Status, PHOENIX_TOPIC};
+use crate::outlet::{InstanceId, Outlet};
+use crate::pubsub::PubSub;
+use crate::registry::{Connections, Registration};
+use crate::router::Router;
 use crate::serializer::{EncodeError, Frame, Serializer};
 use crate::socket::Assigns;
-use crate::transport::close_code;
 
-/// What channels and the endpoint tell a session.
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-pub enum SessionMsg {
-    /// A join's outcome: the reply, and for a refusal the end of the instance.
-    Joined {
-        instance: InstanceId,
-        topic: Arc<str>,
-        outcome: Result<Payload, Payload>,
-    },
-    /// The instance ended by itself (leave, stop, crash): `phx_close` or `phx_error`.
-    Ended {
-        instance: InstanceId,
-        topic: Arc<str>,
-        crashed: bool,
-    },
-    /// Close the connection (server shutdown, or all sockets of a user disconnected).
-    Disconnect { code: u16, reason: &'static str },
+/// What every session shares: where topics lead, the pubsub its channels use, the
+/// registry it joins, and its limits.
+pub(crate) struct SessionShared {
+    pub router: Router,
+    pub pubsub: PubSub,
+    pub connections: Connections,
+    /// Most channels one connection may have joined at once.
+    pub max_channels: usize,
 }
 
 /// One connection's protocol state.
-pub struct Session {
-    shared: Arc<Shared>,
+pub(crate) struct Session {
+    shared: Arc<SessionShared>,
     serializer: Serializer,
     assigns: Arc<Assigns>,
+    /// The socket id from the application's `Socket::id`, until registered.
+    socket_id: Option<Arc<str>>,
     /// Where channels reach this session, and its client; set once the transport runs.
-    mailbox: Option<Recipient<SessionMsg>>,
+    mailbox: Option<Recipient<ChannelReport>>,
     outlet: Option<Arc<dyn Outlet>>,
     channels: HashMap<Arc<str>, Entry>,
     peer: String,
@@ -80,15 +73,17 @@ struct Pending {
 
 impl Session {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<SessionShared>,
         serializer: Serializer,
         assigns: Assigns,
+        socket_id: Option<Arc<str>>,
         peer: String,
     ) -> Self {
         Session {
             shared,
             serializer,
             assigns: Arc::new(assigns),
+            socket_id,
             mailbox: None,
             outlet: None,
             channels: HashMap::new(),
@@ -108,9 +103,11 @@ impl Session {
 
     /// The transport is up; `mailbox` is where this session's messages arrive, `outlet`
     /// where its client's frames go.
-    pub fn opened(&mut self, mailbox: Recipient<SessionMsg>, outlet: Arc<dyn Outlet>) {
-        let socket_id = self.shared.socket.id(&self.assigns).map(Arc::from);
-        let registration = self.shared.sessions.register(socket_id, mailbox.clone());
+    pub fn opened(&mut self, mailbox: Recipient<ChannelReport>, outlet: Arc<dyn Outlet>) {
+        let registration = self
+            .shared
+            .connections
+            .register(self.socket_id.take(), outlet.clone());
         self.registration = Some(registration);
         self.mailbox = Some(mailbox);
         self.outlet = Some(outlet);
@@ -120,7 +117,7 @@ impl Session {
     pub fn handle_text(&mut self, text: &str, out: &dyn Outlet) {
         match self.serializer.decode_text(text) {
             Ok(message) => self.handle_message(message, out),
-            Err(error) => self.protocol_error(error.close_code(), &error, out),
+            Err(error) => self.protocol_error(error.close(), &error, out),
         }
     }
 
@@ -128,19 +125,19 @@ impl Session {
     pub fn handle_binary(&mut self, frame: bytes::Bytes, out: &dyn Outlet) {
         match self.serializer.decode_binary(frame) {
             Ok(message) => self.handle_message(message, out),
-            Err(error) => self.protocol_error(error.close_code(), &error, out),
+            Err(error) => self.protocol_error(error.close(), &error, out),
         }
     }
 
-    fn protocol_error(&self, code: u16, error: &dyn std::fmt::Display, out: &dyn Outlet) {
-        log::warn!("{}: closing with {code}: {error}", self.peer);
-        out.close(code, "invalid message");
+    fn protocol_error(&self, close: Close, error: &dyn std::fmt::Display, out: &dyn Outlet) {
+        log::warn!("{}: closing with {close}: {error}", self.peer);
+        out.close(close);
     }
 
     /// Routes one decoded client message (PROTOCOL.md §5.2).
     fn handle_message(&mut self, message: Message, out: &dyn Outlet) {
         if message.topic == PHOENIX_TOPIC && message.event == event::HEARTBEAT {
-            let reply = Reply {
+            let reply = PhxReply {
                 join_ref: None,
                 msg_ref: message.msg_ref.as_ref(),
                 topic: PHOENIX_TOPIC,
@@ -231,7 +228,7 @@ impl Session {
         response: Payload,
         out: &dyn Outlet,
     ) {
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref,
             msg_ref: message.msg_ref.as_ref(),
             topic: &message.topic,
@@ -251,7 +248,7 @@ impl Session {
             let reason = Payload::Json(json!({ "reason": reason }));
             session.reply(join_ref.as_ref(), message, Status::Error, reason, out);
         };
-        if self.channels.len() >= self.shared.config.max_channels {
+        if self.channels.len() >= self.shared.max_channels {
             return refuse(self, &message, "too many channels joined", out);
         }
         // The params move to the channel; the rest of the message still answers.
@@ -307,22 +304,23 @@ impl Session {
     }
 
     fn overloaded(&self, out: &dyn Outlet) {
+        let close = Close::INBOUND_FULL;
         log::warn!(
-            "{}: closing with 1008: more than {INBOUND_LIMIT} messages waiting for one channel",
+            "{}: closing with {close}: more than {INBOUND_LIMIT} messages waiting for one channel",
             self.peer
         );
-        out.close(close_code::POLICY, "too many messages in flight");
+        out.close(close);
     }
 
-    /// A message from a channel or the endpoint.
-    pub fn handle_msg(&mut self, msg: SessionMsg, out: &dyn Outlet) {
-        match msg {
-            SessionMsg::Joined {
+    /// A report from one of this session's channels.
+    pub fn handle_report(&mut self, report: ChannelReport, out: &dyn Outlet) {
+        match report {
+            ChannelReport::Joined {
                 instance,
                 topic,
                 outcome,
             } => self.joined(instance, &topic, outcome, out),
-            SessionMsg::Ended {
+            ChannelReport::Ended {
                 instance,
                 topic,
                 crashed,
@@ -337,7 +335,6 @@ impl Session {
                     }
                 }
             }
-            SessionMsg::Disconnect { code, reason } => out.close(code, reason),
         }
     }
 
@@ -359,7 +356,7 @@ impl Session {
             Ok(response) => (Status::Ok, response),
             Err(reason) => (Status::Error, reason),
         };
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: entry.join_ref.as_ref(),
             msg_ref: pending.join_msg_ref.as_ref(),
             topic,

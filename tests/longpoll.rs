@@ -619,7 +619,7 @@ async fn a_session_without_polls_expires_and_its_channels_end() {
     lp.join(topic, "1").await;
     let services = server.services().clone();
     assert_eq!(services.pubsub.subscriber_count(topic), 1);
-    assert_eq!(services.sessions.len(), 1);
+    assert_eq!(services.connections.len(), 1);
 
     // Polling keeps it alive well past the timeout.
     let until = Instant::now() + Duration::from_millis(1_500);
@@ -636,7 +636,10 @@ async fn a_session_without_polls_expires_and_its_channels_end() {
     })
     .await;
     assert!(stopped.elapsed() >= Duration::from_millis(500));
-    eventually("the session to unregister", || services.sessions.is_empty()).await;
+    eventually("the session to unregister", || {
+        services.connections.is_empty()
+    })
+    .await;
     assert_eq!(server.longpoll_sessions(), 0);
 
     // Its token is now unknown: a GET is a new handshake, a POST gets 410.
@@ -656,7 +659,7 @@ async fn disconnecting_the_user_answers_the_waiting_poll_410() {
     let (addr, url) = (lp.addr, lp.url());
     let waiting = tokio::spawn(async move { get(addr, &url, &[]).await.json() });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(server.services().sessions.disconnect("bob"), 1);
+    assert_eq!(server.services().connections.disconnect("bob"), 1);
     let body = tokio::time::timeout(Duration::from_secs(2), waiting)
         .await
         .expect("answered at once")
@@ -754,7 +757,7 @@ async fn cors_preflight_and_other_methods() {
 #[tokio::test]
 async fn transports_can_be_switched_off() {
     let websocket_off = support::start_with(config_with(|c| {
-        c.transports = fluxwire::config::Transports::parse("longpoll").unwrap();
+        c.transports = fluxwire::Transports::parse("longpoll").unwrap();
     }));
     let response = get(
         websocket_off.addr(),
@@ -767,7 +770,7 @@ async fn transports_can_be_switched_off() {
     websocket_off.stop();
 
     let longpoll_off = support::start_with(config_with(|c| {
-        c.transports = fluxwire::config::Transports::parse("websocket").unwrap();
+        c.transports = fluxwire::Transports::parse("websocket").unwrap();
     }));
     let response = get(
         longpoll_off.addr(),

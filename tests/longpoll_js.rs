@@ -5,8 +5,8 @@
 
 mod support;
 
-use fluxwire::config::Transports;
 use fluxwire::Config;
+use fluxwire::Transports;
 
 /// Short long-poll timings, so that expiry takes seconds (the JS tests assume these).
 fn short_timings() -> Config {

@@ -73,8 +73,7 @@ async fn origin_check_defaults_to_the_request_host() {
     server.stop();
 
     let mut config = Config::ephemeral();
-    config.check_origin =
-        fluxwire::transport::origin::OriginPolicy::parse("https://*.example.com").unwrap();
+    config.check_origin = fluxwire::OriginPolicy::parse("https://*.example.com").unwrap();
     let server = start_with(config);
     let url = format!("ws://{}/socket/websocket?user=a&vsn=2.0.0", server.addr());
     assert_eq!(
@@ -771,8 +770,8 @@ async fn all_sockets_of_a_user_can_be_disconnected() {
     for c in [&mut a1, &mut a2, &mut b] {
         c.join("echo:who", "1", json!({})).await;
     }
-    assert_eq!(server.services().sessions.len(), 3);
-    assert_eq!(server.services().sessions.disconnect("alice"), 2);
+    assert_eq!(server.services().connections.len(), 3);
+    assert_eq!(server.services().connections.disconnect("alice"), 2);
     assert_eq!(a1.expect_close().await, 1001);
     assert_eq!(a2.expect_close().await, 1001);
     b.send(json!("1"), json!("2"), "echo:who", "echo", json!({}))
@@ -798,7 +797,7 @@ async fn connection_death_unsubscribes_its_channels() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(server.services().sessions.len(), 1);
+    assert_eq!(server.services().connections.len(), 1);
     a.send(json!("1"), json!("2"), "echo:gone", "phx_leave", json!({}))
         .await;
     a.recv_json().await;

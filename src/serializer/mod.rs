@@ -6,15 +6,19 @@
 //! pushes and broadcasts into bytes: they do no I/O, keep no state and must not touch
 //! sockets, sessions or the message model itself.
 
+mod broadcast_frame;
 mod v1;
 mod v2;
+
+pub(crate) use broadcast_frame::BroadcastFrame;
 
 use bytes::Bytes;
 use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::message::{Broadcast, Message, Payload, Push, Ref, Reply};
+use crate::close::Close;
+use crate::message::{Broadcast, Message, Payload, PhxReply, Push, Ref};
 
 /// Which Phoenix serializer a connection speaks, fixed for its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,7 +40,7 @@ pub enum Frame {
 pub struct UnsupportedVsn(pub String);
 
 /// A client message that cannot be decoded; the connection must close with
-/// [`close_code`](DecodeError::close_code).
+/// [`close`](DecodeError::close).
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("binary frame on a V1 connection (V1 is JSON text only)")]
@@ -64,12 +68,12 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The WebSocket close code for this error: 1003 (unsupported data) for a binary frame
-    /// on V1, 1007 (invalid frame payload data) for everything else.
-    pub fn close_code(&self) -> u16 {
+    /// How the connection closes on this error: 1003 (unsupported data) for a binary
+    /// frame on V1, 1007 (invalid frame payload data) for everything else.
+    pub fn close(&self) -> Close {
         match self {
-            DecodeError::BinaryOnV1 => 1003,
-            _ => 1007,
+            DecodeError::BinaryOnV1 => Close::UNSUPPORTED_DATA,
+            _ => Close::INVALID_MESSAGE,
         }
     }
 }
@@ -123,7 +127,7 @@ impl Serializer {
         }
     }
 
-    pub fn encode_reply(self, reply: &Reply<'_>) -> Result<Frame, EncodeError> {
+    pub fn encode_reply(self, reply: &PhxReply<'_>) -> Result<Frame, EncodeError> {
         match self {
             Serializer::V1 => v1::encode_reply(reply),
             Serializer::V2 => v2::encode_reply(reply),
@@ -330,7 +334,7 @@ mod tests {
             .decode_binary(Bytes::from_static(b"\x00\x00\x00\x01\x01ab"))
             .unwrap_err();
         assert!(matches!(err, DecodeError::BinaryOnV1));
-        assert_eq!(err.close_code(), 1003);
+        assert_eq!(err.close().code, 1003);
     }
 
     #[test]
@@ -350,7 +354,7 @@ mod tests {
             DecodeError::NotUtf8("event"),
         ];
         for err in errors {
-            assert_eq!(err.close_code(), 1007, "{err}");
+            assert_eq!(err.close().code, 1007, "{err}");
         }
     }
 

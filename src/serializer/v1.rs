@@ -11,7 +11,7 @@ use super::{
     ref_from_json, string_from_json, text_frame, DecodeError, EncodeError, Frame, JsonPayload,
     JsonRef, ReplyPayload,
 };
-use crate::message::{event, Broadcast, Message, Payload, Push, Ref, Reply};
+use crate::message::{event, Broadcast, Message, Payload, PhxReply, Push, Ref};
 
 /// A server-to-client V1 message, borrowed from what it encodes.
 #[derive(Serialize)]
@@ -43,7 +43,7 @@ pub(super) fn decode(text: &str) -> Result<Message, DecodeError> {
     })
 }
 
-pub(super) fn encode_reply(reply: &Reply<'_>) -> Result<Frame, EncodeError> {
+pub(super) fn encode_reply(reply: &PhxReply<'_>) -> Result<Frame, EncodeError> {
     let response = json(reply.response)?;
     let payload = ReplyPayload {
         status: reply.status.as_str(),
@@ -93,7 +93,7 @@ mod tests {
 
     fn decode_err(text: &str) -> DecodeError {
         let err = Serializer::V1.decode_text(text).unwrap_err();
-        assert_eq!(err.close_code(), 1007, "{err}");
+        assert_eq!(err.close().code, 1007, "{err}");
         err
     }
 
@@ -171,7 +171,7 @@ mod tests {
         let ok = Payload::empty();
         let one = Ref::from("1");
         let join_ref = Ref::from("1");
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: Some(&join_ref),
             msg_ref: Some(&one),
             topic: "room:lobby",
@@ -184,7 +184,7 @@ mod tests {
         );
 
         let seven = Ref::from("7");
-        let heartbeat_reply = Reply {
+        let heartbeat_reply = PhxReply {
             join_ref: None,
             msg_ref: Some(&seven),
             topic: "phoenix",
@@ -213,7 +213,7 @@ mod tests {
     fn error_reply_carries_its_status_and_response() {
         let response = Payload::Json(json!({"reason": "unmatched topic"}));
         let eight = Ref::from("8");
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: None,
             msg_ref: Some(&eight),
             topic: "room:lobby",
@@ -233,7 +233,7 @@ mod tests {
     fn output_never_contains_join_ref() {
         let join_ref = Ref::from("3");
         let payload = Payload::empty();
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: Some(&join_ref),
             msg_ref: Some(&join_ref),
             topic: "t",
@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn binary_payloads_are_refused() {
         let bytes = Payload::Binary(Bytes::from_static(b"\x07"));
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: None,
             msg_ref: None,
             topic: "t",

@@ -16,7 +16,7 @@ use super::{
     ref_from_json, string_from_json, text_frame, DecodeError, EncodeError, Frame, JsonPayload,
     JsonRef, ReplyPayload,
 };
-use crate::message::{event, Broadcast, Message, Payload, Push, Ref, Reply};
+use crate::message::{event, Broadcast, Message, Payload, PhxReply, Push, Ref};
 
 /// Binary frame kinds, the first byte of every binary frame.
 const PUSH: u8 = 0;
@@ -81,7 +81,7 @@ pub(super) fn decode_binary(frame: Bytes) -> Result<Message, DecodeError> {
     })
 }
 
-pub(super) fn encode_reply(reply: &Reply<'_>) -> Result<Frame, EncodeError> {
+pub(super) fn encode_reply(reply: &PhxReply<'_>) -> Result<Frame, EncodeError> {
     match JsonPayload::of(reply.response) {
         Ok(response) => {
             let payload = ReplyPayload {
@@ -219,7 +219,7 @@ mod tests {
 
     fn decode_err(text: &str) -> DecodeError {
         let err = Serializer::V2.decode_text(text).unwrap_err();
-        assert_eq!(err.close_code(), 1007, "{err}");
+        assert_eq!(err.close().code, 1007, "{err}");
         err
     }
 
@@ -227,7 +227,7 @@ mod tests {
         let err = Serializer::V2
             .decode_binary(Bytes::copy_from_slice(frame))
             .unwrap_err();
-        assert_eq!(err.close_code(), 1007, "{err}");
+        assert_eq!(err.close().code, 1007, "{err}");
         err
     }
 
@@ -381,7 +381,7 @@ mod tests {
     fn encodes_the_documented_server_reply() {
         let (join_ref, msg_ref) = (Ref::from("3"), Ref::from("5"));
         let response = Payload::Binary(Bytes::from_static(&[7]));
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: Some(&join_ref),
             msg_ref: Some(&msg_ref),
             topic: "room:a",
@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn binary_error_reply_and_null_refs() {
         let response = Payload::Binary(Bytes::from_static(b"no"));
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: None,
             msg_ref: None,
             topic: "t",
@@ -456,7 +456,7 @@ mod tests {
     fn number_refs_are_written_as_decimal_text_in_binary_headers() {
         let (join_ref, msg_ref) = (Ref::Num(12.into()), Ref::Num(345.into()));
         let response = Payload::Binary(Bytes::new());
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: Some(&join_ref),
             msg_ref: Some(&msg_ref),
             topic: "t",
@@ -532,7 +532,7 @@ mod tests {
     fn json_payloads_go_out_as_text() {
         let (join_ref, msg_ref) = (Ref::from("3"), Ref::from("4"));
         let response = Payload::Json(json!({"id": 1}));
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: Some(&join_ref),
             msg_ref: Some(&msg_ref),
             topic: "room:lobby",
@@ -583,7 +583,7 @@ mod tests {
     fn error_reply_as_text() {
         let eight = Ref::from("8");
         let response = Payload::Json(json!({"reason": "unmatched topic"}));
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: None,
             msg_ref: Some(&eight),
             topic: "room:lobby",
@@ -647,7 +647,7 @@ mod tests {
         let message = Serializer::V2.decode_text(r#"["5",5,"t","e",{}]"#).unwrap();
         assert_eq!(message.join_ref, Some(Ref::from("5")));
         assert_eq!(message.msg_ref, Some(Ref::Num(5.into())));
-        let reply = Reply {
+        let reply = PhxReply {
             join_ref: message.join_ref.as_ref(),
             msg_ref: message.msg_ref.as_ref(),
             topic: "t",

@@ -19,7 +19,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::websocket;
-use crate::endpoint::Shared;
+use super::Shared;
 
 /// Largest request head read before handing the connection to actix-web (which answers
 /// 431 for larger ones).

@@ -1,54 +1,65 @@
 //! Transports: how bytes reach a [`Connection`] and how its frames go back out, over a
-//! WebSocket ([`websocket`]) or long-polling ([`longpoll`]).
+//! WebSocket ([`websocket`]) or long-polling ([`longpoll`]); [`listener`] picks one for
+//! each TCP connection.
 //!
-//! Owns admission (origin, `vsn`, the socket's `connect`) shared by every transport, and
-//! the two seams a transport implements: [`Outbox`] (send a frame, close; wrapped in the
-//! connection's [`Outlet`]) and [`Connection`] (what receives frames). Must not parse
-//! Phoenix messages: the session does that.
+//! Owns admission (origin, `vsn`, the socket's `connect`) shared by every transport, the
+//! [`Shared`] context every connection gets, and the seam a transport drives:
+//! [`Connection`] (what receives frames); each transport implements the outlet's
+//! `Outbox` for its way out. Must not parse Phoenix messages: the session does that.
 
 pub(crate) mod listener;
-pub mod longpoll;
-pub mod origin;
-mod outbound;
-pub mod websocket;
+pub(crate) mod longpoll;
+pub(crate) mod origin;
+pub(crate) mod websocket;
+mod ws_outbox;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Recipient;
 use actix_web::http::header;
 use actix_web::HttpRequest;
 
-use crate::endpoint::Shared;
+use self::longpoll::LongPoll;
+use self::origin::OriginPolicy;
+use crate::channel::ChannelReport;
 use crate::outlet::Outlet;
-use crate::serializer::{Frame, Serializer};
-use crate::session::Session;
-use crate::socket::{ConnectInfo, Params};
+use crate::serializer::Serializer;
+use crate::session::{Session, SessionShared};
+use crate::socket::{ConnectInfo, Params, Socket};
 
-/// WebSocket close codes fluxwire sends (PROTOCOL.md §4.3).
-pub mod close_code {
-    /// Idle timeout, server shutdown, "disconnect this user".
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// A binary frame on a V1 connection.
-    pub const UNSUPPORTED: u16 = 1003;
-    /// Invalid UTF-8 or an undecodable message.
-    pub const INVALID_DATA: u16 = 1007;
-    /// Outbound queue full, or too many inbound messages waiting.
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL_ERROR: u16 = 1011;
+/// What every connection shares, whichever transport it comes by: the admission rules,
+/// what its session shares, and each transport's settings.
+pub(crate) struct Shared {
+    pub origin: OriginPolicy,
+    pub socket: Arc<dyn Socket>,
+    pub sessions: Arc<SessionShared>,
+    pub mounts: Mounts,
+    pub websocket: WsLimits,
+    pub longpoll: LongPoll,
 }
 
-/// Where a transport puts a connection's frames, in the order given; behind the
-/// connection's [`Outlet`], which serialises every sender. Writes after a close are
-/// dropped silently.
-pub trait Outbox {
-    fn send(&mut self, frame: Frame);
-    fn close(&mut self, code: u16, reason: &str);
-    /// Closes with 1008 because a bound was reached (`reason` goes to the client); the
-    /// transport logs `why` once, naming the client.
-    fn cut_off(&mut self, reason: &str, why: String);
+/// Where the transports are served.
+pub(crate) struct Mounts {
+    /// Socket mounts, e.g. `/socket`.
+    pub paths: Vec<String>,
+    /// Whether `{mount}/websocket` is served (`--transports`).
+    pub websocket: bool,
+    /// The test echo's path, if served.
+    pub echo: Option<String>,
+}
+
+/// Per-connection limits of a WebSocket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WsLimits {
+    /// Largest message, after reassembly of fragments (1009 past it).
+    pub max_message: usize,
+    /// A connection that sends nothing this long is closed (1001).
+    pub idle_timeout: Duration,
+    /// Most frames and bytes queued for a client that is not reading (1008 past it).
+    pub max_outbound_frames: usize,
+    pub max_outbound_bytes: usize,
 }
 
 /// What sits behind a transport: the Phoenix session, or the test echo.
@@ -69,7 +80,7 @@ pub trait Connection: Sized + Unpin + 'static {
 }
 
 impl Connection for Session {
-    type Msg = crate::session::SessionMsg;
+    type Msg = ChannelReport;
 
     fn serializer(&self) -> Serializer {
         Session::serializer(self)
@@ -87,8 +98,8 @@ impl Connection for Session {
         self.handle_binary(bytes, out);
     }
 
-    fn message(&mut self, msg: Self::Msg, out: &dyn Outlet) {
-        self.handle_msg(msg, out);
+    fn message(&mut self, report: Self::Msg, out: &dyn Outlet) {
+        self.handle_report(report, out);
     }
 
     fn closed(&mut self) {
@@ -151,10 +162,7 @@ pub(crate) fn admit(
 
 /// The origin check (PROTOCOL.md §1.4), alone: long-poll applies it to every request.
 pub(crate) fn check_origin(shared: &Shared, admission: &Admission<'_>) -> Result<(), Refusal> {
-    let allowed = shared
-        .config
-        .check_origin
-        .allows(admission.origin, admission.host);
+    let allowed = shared.origin.allows(admission.origin, admission.host);
     if allowed {
         Ok(())
     } else {
@@ -182,10 +190,12 @@ pub(crate) fn open_session(
         transport,
     };
     let assigns = shared.socket.connect(&params, &info)?;
+    let socket_id = shared.socket.id(&assigns).map(Arc::from);
     Ok(Session::new(
-        shared.clone(),
+        shared.sessions.clone(),
         serializer,
         assigns,
+        socket_id,
         admission.peer(),
     ))
 }

@@ -4,7 +4,7 @@
 //! Owns the handshake (admission, then `101` selecting the `phoenix` sub-protocol, `403`
 //! before any upgrade, or `400`), the WebSocket rules (reassembly of fragments under the
 //! size limit, UTF-8 validation, ping/pong, the close handshake with the right codes,
-//! the idle timeout) and the connection's outlet over its outbound queue (`outbound.rs`:
+//! the idle timeout) and the connection's outlet over its outbound queue (`ws_outbox.rs`:
 //! bounded, written by the worker's flusher). Hands whole messages to a [`Connection`];
 //! must not parse them.
 //!
@@ -32,32 +32,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 
-use super::outbound::{self, Bound, Outbound, WsLane};
-use super::{admit, close_code, Admission, Connection};
-use crate::config::Config;
-use crate::endpoint::Shared;
+use super::ws_outbox::{self, WsOutbox, WsOutlet};
+use super::{admit, Admission, Connection, Mounts, Shared, WsLimits};
+use crate::close::Close;
 use crate::outlet::Outlet;
 use crate::serializer::{Frame, Serializer};
-
-/// Per-connection limits, from the configuration.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
-    pub max_message: usize,
-    pub idle_timeout: Duration,
-    pub max_outbound_frames: usize,
-    pub max_outbound_bytes: usize,
-}
-
-impl Limits {
-    pub(crate) fn of(config: &Config) -> Self {
-        Limits {
-            max_message: config.max_frame_size,
-            idle_timeout: config.idle_timeout(),
-            max_outbound_frames: config.max_outbound_frames,
-            max_outbound_bytes: config.max_outbound_bytes,
-        }
-    }
-}
 
 /// Who serves an upgraded connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +45,19 @@ pub(crate) enum Target {
     Socket,
     /// The test echo (Autobahn), never mounted by default.
     Echo,
+}
+
+impl Mounts {
+    /// Who serves a WebSocket upgrade to `path`, if anyone.
+    fn websocket_target(&self, path: &str) -> Option<Target> {
+        if self.echo.as_deref() == Some(path) {
+            return Some(Target::Echo);
+        }
+        let socket = path
+            .strip_suffix("/websocket")
+            .is_some_and(|mount| self.paths.iter().any(|m| m == mount));
+        (socket && self.websocket).then_some(Target::Socket)
+    }
 }
 
 /// A WebSocket upgrade request, read from a connection's first request head.
@@ -94,7 +86,7 @@ pub(crate) fn upgrade_request(head: &[u8], shared: &Shared) -> Option<UpgradeReq
         return None;
     }
     let (path, query) = request.path?.split_once('?').unwrap_or((request.path?, ""));
-    let target = shared.websocket_target(path)?;
+    let target = shared.mounts.websocket_target(path)?;
     let text = |name: &str| {
         request
             .headers
@@ -178,7 +170,7 @@ pub(crate) async fn handshake(
     if io.write_all(response.as_bytes()).await.is_err() {
         return;
     }
-    let limits = Limits::of(&shared.config);
+    let limits = shared.websocket;
     match session {
         Some(session) => serve(session, io, early, limits),
         None => serve(Echo, io, early, limits),
@@ -207,7 +199,7 @@ async fn respond(io: &mut TcpStream, status: &str) {
 
 /// Starts serving `stream` (already upgraded; `early` holds any bytes read past the
 /// handshake) with `connection` on the current thread.
-fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limits: Limits) {
+fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limits: WsLimits) {
     let (read_half, write_half) = stream.into_split();
     WsActor::create(move |ctx| {
         ctx.add_stream(FrameReader {
@@ -216,16 +208,12 @@ fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limit
             codec: Codec::new().max_size(limits.max_message),
             eof: false,
         });
-        let bound = Bound {
-            frames: limits.max_outbound_frames,
-            bytes: limits.max_outbound_bytes,
-        };
-        let lane = outbound::lane(write_half, bound, connection.serializer());
-        let writer = actix::fut::wrap_future::<_, WsActor<C>>(outbound::write(lane.clone()));
+        let outlet = ws_outbox::outlet(write_half, &limits, connection.serializer());
+        let writer = actix::fut::wrap_future::<_, WsActor<C>>(ws_outbox::write(outlet.clone()));
         ctx.spawn(writer.map(|result, actor, ctx| {
-            if let Some(why) = actor.lane.with_outbox(Outbound::take_cut_off) {
+            if let Some((close, why)) = actor.outlet.with_outbox(WsOutbox::take_cut_off) {
                 log::warn!(
-                    "{}: websocket closed with 1008: {why}",
+                    "{}: websocket closed with {close}: {why}",
                     actor.connection.peer()
                 );
             }
@@ -240,7 +228,7 @@ fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limit
         WsActor {
             connection,
             limits,
-            lane,
+            outlet,
             fragments: None,
             last_seen: Instant::now(),
         }
@@ -357,8 +345,8 @@ impl Fragments {
 /// One WebSocket connection, driving a [`Connection`].
 struct WsActor<C: Connection> {
     connection: C,
-    limits: Limits,
-    lane: Arc<WsLane>,
+    limits: WsLimits,
+    outlet: Arc<WsOutlet>,
     fragments: Option<Fragments>,
     last_seen: Instant,
 }
@@ -366,28 +354,28 @@ struct WsActor<C: Connection> {
 impl<C: Connection> WsActor<C> {
     /// A close frame is queued (or the peer is gone): nothing more is read.
     fn closing(&self) -> bool {
-        self.lane.with_outbox(|out| out.is_closing())
+        self.outlet.with_outbox(|out| out.is_closing())
     }
 
-    /// Closes with `code`, logged; the writer drops a client that does not take the
-    /// close frame within the grace period.
-    fn fail(&mut self, code: u16, reason: &str) {
+    /// Closes with `close`, logged with what happened; the writer drops a client that
+    /// does not take the close frame within the grace period.
+    fn fail(&mut self, close: Close, what: &dyn std::fmt::Display) {
         log::warn!(
-            "{}: websocket closed with {code}: {reason}",
+            "{}: websocket closed with {close}: {what}",
             self.connection.peer()
         );
-        self.lane.close(code, reason);
+        self.outlet.close(close);
     }
 
     fn deliver_text(&mut self, data: &[u8]) {
         match std::str::from_utf8(data) {
-            Ok(text) => self.connection.text(text, &*self.lane),
-            Err(_) => self.fail(close_code::INVALID_DATA, "invalid UTF-8 in text message"),
+            Ok(text) => self.connection.text(text, &*self.outlet),
+            Err(error) => self.fail(Close::INVALID_UTF8, &error),
         }
     }
 
     fn deliver_binary(&mut self, data: Bytes) {
-        self.connection.binary(data, &*self.lane);
+        self.connection.binary(data, &*self.outlet);
     }
 
     fn start_fragments(&mut self, text: bool, first: Bytes) -> Bytes {
@@ -402,10 +390,8 @@ impl<C: Connection> WsActor<C> {
     fn continuation(&mut self, item: Item) {
         let (chunk, last) = match item {
             Item::FirstText(_) | Item::FirstBinary(_) if self.fragments.is_some() => {
-                return self.fail(
-                    close_code::PROTOCOL_ERROR,
-                    "new message inside a fragmented one",
-                );
+                let close = Close::INTERLEAVED_FRAGMENT;
+                return self.fail(close, &close.reason);
             }
             Item::FirstText(chunk) => (self.start_fragments(true, chunk), false),
             Item::FirstBinary(chunk) => (self.start_fragments(false, chunk), false),
@@ -413,14 +399,21 @@ impl<C: Connection> WsActor<C> {
             Item::Last(chunk) => (chunk, true),
         };
         let Some(fragments) = self.fragments.as_mut() else {
-            return self.fail(close_code::PROTOCOL_ERROR, "continuation without a message");
+            let close = Close::STRAY_CONTINUATION;
+            return self.fail(close, &close.reason);
         };
-        if fragments.data.len() + chunk.len() > self.limits.max_message {
-            return self.fail(close_code::TOO_BIG, "message too big");
+        let size = fragments.data.len() + chunk.len();
+        if size > self.limits.max_message {
+            let limit = self.limits.max_message;
+            return self.fail(
+                Close::TOO_BIG,
+                &format_args!("{size} bytes so far, over {limit}"),
+            );
         }
         fragments.data.extend_from_slice(&chunk);
         if fragments.text && !fragments.extend_valid_utf8(last) {
-            return self.fail(close_code::INVALID_DATA, "invalid UTF-8 in text message");
+            let close = Close::INVALID_UTF8;
+            return self.fail(close, &close.reason);
         }
         if last {
             let Fragments { text, data, .. } = self.fragments.take().expect("checked above");
@@ -434,17 +427,20 @@ impl<C: Connection> WsActor<C> {
 
     fn protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
         match error {
-            ProtocolError::Overflow => self.fail(close_code::TOO_BIG, "message too big"),
+            ProtocolError::Overflow => {
+                let limit = self.limits.max_message;
+                self.fail(Close::TOO_BIG, &format_args!("a frame over {limit} bytes"))
+            }
             // The codec reports reserved bits as InvalidData; anything else from the
             // socket means the peer is gone.
             ProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-                self.fail(close_code::PROTOCOL_ERROR, &io.to_string())
+                self.fail(Close::PROTOCOL_ERROR, &io)
             }
             ProtocolError::Io(io) => {
                 log::debug!("websocket read failed: {io}");
                 ctx.stop();
             }
-            other => self.fail(close_code::PROTOCOL_ERROR, &other.to_string()),
+            other => self.fail(Close::PROTOCOL_ERROR, &other),
         }
     }
 
@@ -452,11 +448,12 @@ impl<C: Connection> WsActor<C> {
         ctx.run_later(after, |actor, ctx| {
             let idle = actor.last_seen.elapsed();
             if idle >= actor.limits.idle_timeout {
+                let close = Close::IDLE;
                 log::info!(
-                    "{}: websocket idle for {idle:?}: closing with 1001",
+                    "{}: websocket idle for {idle:?}: closing with {close}",
                     actor.connection.peer()
                 );
-                actor.lane.close(close_code::GOING_AWAY, "idle timeout");
+                actor.outlet.close(close);
             } else {
                 actor.schedule_idle_check(actor.limits.idle_timeout - idle, ctx);
             }
@@ -468,14 +465,14 @@ impl<C: Connection> Actor for WsActor<C> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let outlet: Arc<dyn Outlet> = self.lane.clone();
+        let outlet: Arc<dyn Outlet> = self.outlet.clone();
         self.connection.opened(ctx.address().recipient(), outlet);
         self.schedule_idle_check(self.limits.idle_timeout, ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         // Pubsub may hold the outlet a moment longer; the socket goes now.
-        self.lane.with_outbox(Outbound::detach);
+        self.outlet.with_outbox(WsOutbox::detach);
         self.connection.closed();
     }
 }
@@ -491,15 +488,15 @@ impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C>
             Err(error) => return self.protocol_error(error, ctx),
         };
         match frame {
-            WsFrame::Text(_) | WsFrame::Binary(_) if self.fragments.is_some() => self.fail(
-                close_code::PROTOCOL_ERROR,
-                "new message inside a fragmented one",
-            ),
+            WsFrame::Text(_) | WsFrame::Binary(_) if self.fragments.is_some() => {
+                let close = Close::INTERLEAVED_FRAGMENT;
+                self.fail(close, &close.reason)
+            }
             WsFrame::Text(data) => self.deliver_text(&data),
             WsFrame::Binary(data) => self.deliver_binary(data),
             WsFrame::Continuation(item) => self.continuation(item),
             WsFrame::Ping(payload) => self
-                .lane
+                .outlet
                 .with_outbox(|out| out.push(Message::Pong(payload))),
             WsFrame::Pong(_) => {}
             WsFrame::Close(reason) => {
@@ -508,7 +505,7 @@ impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C>
                     code: r.code,
                     description: None,
                 });
-                self.lane.with_outbox(|out| out.close_with(echo));
+                self.outlet.with_outbox(|out| out.close_with(echo));
             }
         }
     }
@@ -523,6 +520,6 @@ impl<C: Connection> Handler<C::Msg> for WsActor<C> {
     type Result = ();
 
     fn handle(&mut self, msg: C::Msg, _ctx: &mut Self::Context) {
-        self.connection.message(msg, &*self.lane);
+        self.connection.message(msg, &*self.outlet);
     }
 }

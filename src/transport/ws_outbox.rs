@@ -25,9 +25,10 @@ use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
 use bytes::{Buf, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::outlet::Lane;
+use super::WsLimits;
+use crate::close::Close;
+use crate::outlet::{ClientOutlet, Outbox};
 use crate::serializer::{Frame, Serializer};
-use crate::transport::Outbox;
 
 /// Queued bytes or frames past which they are handed to the socket at once.
 const FLUSH_AT: usize = 64 * 1024;
@@ -38,17 +39,17 @@ const FLUSH_AT_FRAMES: usize = 64;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A WebSocket connection's outlet.
-pub(crate) type WsLane = Lane<Outbound>;
+pub(crate) type WsOutlet = ClientOutlet<WsOutbox>;
 
 /// Limits of what may wait for a client that is not reading.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Bound {
-    pub frames: usize,
-    pub bytes: usize,
+struct Bound {
+    frames: usize,
+    bytes: usize,
 }
 
 /// Frames encoded but not yet taken by the socket.
-pub(crate) struct Outbound {
+pub(crate) struct WsOutbox {
     /// `None` once the connection is over.
     io: Option<OwnedWriteHalf>,
     codec: Codec,
@@ -61,22 +62,30 @@ pub(crate) struct Outbound {
     stalled: bool,
     /// A close frame is queued: nothing is queued after it.
     closing: bool,
-    /// Why the connection was cut off at a bound, until reported.
-    cut_off: Option<String>,
+    /// How and why the connection was cut off at a bound, until reported.
+    cut_off: Option<(Close, String)>,
     failed: Option<io::Error>,
     /// Handed to the flusher, which has not written it yet.
     scheduled: bool,
     flusher: Arc<Flusher>,
-    lane: Weak<WsLane>,
+    outlet: Weak<WsOutlet>,
     writer: Option<Waker>,
 }
 
 /// A new connection's outlet over its socket's write half, flushed by this thread's
 /// flusher (the caller runs on the connection's worker).
-pub(crate) fn lane(io: OwnedWriteHalf, bound: Bound, serializer: Serializer) -> Arc<WsLane> {
+pub(crate) fn outlet(
+    io: OwnedWriteHalf,
+    limits: &WsLimits,
+    serializer: Serializer,
+) -> Arc<WsOutlet> {
     let flusher = Flusher::current();
-    Arc::new_cyclic(|lane| {
-        let outbound = Outbound {
+    let bound = Bound {
+        frames: limits.max_outbound_frames,
+        bytes: limits.max_outbound_bytes,
+    };
+    Arc::new_cyclic(|outlet| {
+        let outbox = WsOutbox {
             io: Some(io),
             codec: Codec::new(),
             bound,
@@ -88,14 +97,14 @@ pub(crate) fn lane(io: OwnedWriteHalf, bound: Bound, serializer: Serializer) -> 
             failed: None,
             scheduled: false,
             flusher,
-            lane: lane.clone(),
+            outlet: outlet.clone(),
             writer: None,
         };
-        Lane::new(serializer, outbound, bound.frames)
+        ClientOutlet::new(serializer, outbox, bound.frames)
     })
 }
 
-impl Outbox for Outbound {
+impl Outbox for WsOutbox {
     fn send(&mut self, frame: Frame) {
         let message = match frame {
             Frame::Text(text) => Message::Text(text),
@@ -104,33 +113,27 @@ impl Outbox for Outbound {
         self.push(message);
     }
 
-    fn close(&mut self, code: u16, reason: &str) {
-        self.close_with(Some(CloseReason {
-            code: CloseCode::from(code),
-            description: Some(reason.to_owned()),
-        }));
+    fn close(&mut self, close: Close) {
+        self.close_with(Some(close_reason(close)));
     }
 
     /// A client that is not reading gets its close frame right after the frame it is in
     /// the middle of (what it has not started is dropped); a reading one after its queue.
-    fn cut_off(&mut self, reason: &str, why: String) {
+    fn cut_off(&mut self, close: Close, why: String) {
         if self.closing {
             return;
         }
-        let reason = Some(CloseReason {
-            code: CloseCode::Policy,
-            description: Some(reason.to_owned()),
-        });
+        let reason = Some(close_reason(close));
         if self.stalled {
             self.close_now(reason);
         } else {
             self.close_with(reason);
         }
-        self.cut_off = Some(why);
+        self.cut_off = Some((close, why));
     }
 }
 
-impl Outbound {
+impl WsOutbox {
     /// Queues a data or control frame; dropped once the connection is closing.
     pub(crate) fn push(&mut self, message: Message) {
         if self.closing {
@@ -142,7 +145,7 @@ impl Outbound {
             if frames > self.bound.frames || bytes > self.bound.bytes {
                 let why =
                     format!("the client is not reading ({frames} frames, {bytes} bytes waiting)");
-                self.cut_off("outbound queue full", why);
+                self.cut_off(Close::OUTBOUND_FULL, why);
             }
             return;
         }
@@ -157,18 +160,15 @@ impl Outbound {
         self.closing
     }
 
-    /// Why the connection was cut off at a bound, once.
-    pub(crate) fn take_cut_off(&mut self) -> Option<String> {
+    /// How and why the connection was cut off at a bound, once.
+    pub(crate) fn take_cut_off(&mut self) -> Option<(Close, String)> {
         self.cut_off.take()
     }
 
     /// Queues a close frame after what is queued; nothing is queued after it.
-    pub(crate) fn close_with(&mut self, mut reason: Option<CloseReason>) {
+    pub(crate) fn close_with(&mut self, reason: Option<CloseReason>) {
         if self.closing {
             return;
-        }
-        if let Some(description) = reason.as_mut().and_then(|r| r.description.as_mut()) {
-            fit_close_reason(description);
         }
         self.encode(Message::Close(reason));
         self.closing = true;
@@ -206,7 +206,7 @@ impl Outbound {
     fn schedule(&mut self) {
         if !self.scheduled && !self.stalled && !self.pending.is_empty() {
             self.scheduled = true;
-            self.flusher.schedule(self.lane.clone());
+            self.flusher.schedule(self.outlet.clone());
         }
     }
 
@@ -293,7 +293,7 @@ pub(crate) struct Flusher {
 
 #[derive(Default)]
 struct FlushQueue {
-    lanes: Vec<Weak<WsLane>>,
+    outlets: Vec<Weak<WsOutlet>>,
     task: Option<Waker>,
     /// The task has ended with its runtime: a new one is needed.
     gone: bool,
@@ -327,10 +327,10 @@ impl Flusher {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn schedule(&self, lane: Weak<WsLane>) {
+    fn schedule(&self, outlet: Weak<WsOutlet>) {
         let task = {
             let mut queue = self.lock();
-            queue.lanes.push(lane);
+            queue.outlets.push(outlet);
             queue.task.take()
         };
         if let Some(task) = task {
@@ -352,18 +352,18 @@ async fn run_flusher(flusher: Arc<Flusher>) {
     loop {
         poll_fn(|cx| {
             let mut queue = flusher.0.lock();
-            if queue.lanes.is_empty() {
+            if queue.outlets.is_empty() {
                 queue.task = Some(cx.waker().clone());
                 Poll::Pending
             } else {
-                std::mem::swap(&mut batch, &mut queue.lanes);
+                std::mem::swap(&mut batch, &mut queue.outlets);
                 Poll::Ready(())
             }
         })
         .await;
-        for lane in batch.drain(..) {
-            if let Some(lane) = lane.upgrade() {
-                lane.with_outbox(|out| {
+        for outlet in batch.drain(..) {
+            if let Some(outlet) = outlet.upgrade() {
+                outlet.with_outbox(|out| {
                     out.scheduled = false;
                     if !out.stalled {
                         out.flush();
@@ -377,12 +377,12 @@ async fn run_flusher(flusher: Arc<Flusher>) {
 /// Waits out a full socket and the close: returns `Ok` once the close frame is out (or
 /// the connection was let go), `Err` when the peer is gone or a closing connection's
 /// client has not taken its close frame within [`CLOSE_GRACE`].
-pub(crate) async fn write(lane: Arc<WsLane>) -> io::Result<()> {
+pub(crate) async fn write(outlet: Arc<WsOutlet>) -> io::Result<()> {
     let mut grace = None;
-    while poll_fn(|cx| lane.with_outbox(|out| out.writer_turn(cx))).await? {
+    while poll_fn(|cx| outlet.with_outbox(|out| out.writer_turn(cx))).await? {
         poll_fn(|cx| {
             let mut closing = false;
-            let writable = lane.with_outbox(|out| out.poll_writable(cx, &mut closing));
+            let writable = outlet.with_outbox(|out| out.poll_writable(cx, &mut closing));
             if closing {
                 let deadline =
                     grace.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
@@ -394,7 +394,7 @@ pub(crate) async fn write(lane: Arc<WsLane>) -> io::Result<()> {
             writable
         })
         .await?;
-        lane.with_outbox(|out| {
+        outlet.with_outbox(|out| {
             out.stalled = false;
             out.flush();
         });
@@ -402,35 +402,10 @@ pub(crate) async fn write(lane: Arc<WsLane>) -> io::Result<()> {
     Ok(())
 }
 
-/// A close frame's reason shares 125 payload bytes with the 2-byte code (RFC 6455
-/// §5.5); the codec does not check, so a longer reason is cut at a character boundary.
-fn fit_close_reason(reason: &mut String) {
-    const MAX: usize = 123;
-    if reason.len() > MAX {
-        let mut end = MAX;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn close_reasons_fit_a_control_frame() {
-        let mut short = String::from("idle timeout");
-        fit_close_reason(&mut short);
-        assert_eq!(short, "idle timeout");
-        let mut long = "é".repeat(100);
-        fit_close_reason(&mut long);
-        assert_eq!(
-            long.len(),
-            122,
-            "cut at the last character boundary within 123 bytes"
-        );
-        assert!(long.chars().all(|c| c == 'é'));
+/// The close frame's reason for `close` (every [`Close`] reason fits a control frame).
+fn close_reason(close: Close) -> CloseReason {
+    CloseReason {
+        code: CloseCode::from(close.code),
+        description: Some(close.reason.to_owned()),
     }
 }
