@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use actix::{Actor, Addr, ArbiterHandle, Context, Handler, Message, MessageResult};
+use actix::{Actor, Addr, ArbiterHandle, Context, Handler, Message, MessageResult, WeakAddr};
 
 use crate::panic::catch_panic;
 
@@ -21,6 +21,32 @@ impl<S: Unpin + 'static> Clone for Agent<S> {
         Agent {
             addr: self.addr.clone(),
         }
+    }
+}
+
+/// A handle that does not keep its agent alive: for a state that reaches its own agent
+/// (to schedule work on itself later), which a strong [`Agent`] would keep alive forever.
+pub struct WeakAgent<S: Unpin + 'static> {
+    addr: WeakAddr<AgentActor<S>>,
+}
+
+impl<S: Unpin + 'static> Clone for WeakAgent<S> {
+    fn clone(&self) -> Self {
+        WeakAgent {
+            addr: self.addr.clone(),
+        }
+    }
+}
+
+impl<S: Unpin + 'static> WeakAgent<S> {
+    /// The agent, unless every strong handle is gone.
+    pub fn upgrade(&self) -> Option<Agent<S>> {
+        self.addr.upgrade().map(|addr| Agent { addr })
+    }
+
+    /// As [`Agent::cast`]; `false` (and `f` dropped) if the agent is gone.
+    pub fn cast(&self, f: impl FnOnce(&mut S) + Send + 'static) -> bool {
+        self.upgrade().map(|agent| agent.cast(f)).is_some()
     }
 }
 
@@ -75,6 +101,13 @@ impl<S: Unpin + 'static> Agent<S> {
     /// Changes the state without waiting.
     pub fn cast(&self, f: impl FnOnce(&mut S) + Send + 'static) {
         self.addr.do_send(Call(Box::new(f)));
+    }
+
+    /// A handle that does not keep this agent alive.
+    pub fn downgrade(&self) -> WeakAgent<S> {
+        WeakAgent {
+            addr: self.addr.downgrade(),
+        }
     }
 }
 
@@ -136,6 +169,38 @@ mod tests {
         assert_eq!(outcome, Err(AgentError::Panicked("boom".into())));
         assert_eq!(agent.update(|n| *n += 1).await, Ok(()));
         assert_eq!(agent.get(|n| *n).await, Ok(1));
+    }
+
+    #[actix::test]
+    async fn a_weak_handle_in_the_state_does_not_keep_the_agent_alive() {
+        struct State {
+            me: Option<WeakAgent<State>>,
+            dropped: std::sync::mpsc::Sender<()>,
+        }
+        impl Drop for State {
+            fn drop(&mut self) {
+                let _ = self.dropped.send(());
+            }
+        }
+        let (dropped, was_dropped) = std::sync::mpsc::channel();
+        let agent = Agent::start(State { me: None, dropped });
+        let me = agent.downgrade();
+        agent
+            .update(move |state| state.me = Some(me))
+            .await
+            .unwrap();
+        let weak = agent.downgrade();
+        assert!(weak.cast(|_| {}), "alive while a strong handle is");
+        drop(agent);
+        for _ in 0..100 {
+            if was_dropped.try_recv().is_ok() {
+                assert!(weak.upgrade().is_none());
+                assert!(!weak.cast(|_| {}));
+                return;
+            }
+            actix::clock::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the agent outlived its last strong handle");
     }
 
     #[actix::test]

@@ -27,7 +27,7 @@ mod transport; // admission; WebSocket and long-poll; the listener that picks on
 mod config; // flags and environment variables
 mod endpoint; // HTTP wiring and the server's life
 
-pub use agent::{Agent, AgentError};
+pub use agent::{Agent, AgentError, WeakAgent};
 pub use channel::{
     Channel, ChannelContext, ChannelRef, JoinParams, Pusher, Reason, Reply, ReplyFuture,
     Subscription,

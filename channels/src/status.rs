@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix::ArbiterHandle;
 use fluxwire::{
     Agent, Channel, ChannelContext, JoinParams, Payload, Presence, PubSub, Pusher, Reason, Reply,
+    WeakAgent,
 };
 use serde_json::{json, Value};
 
@@ -32,8 +33,9 @@ struct Status {
     msgs: ChatLog,
     broadcast_scheduled: bool,
     pubsub: PubSub,
-    /// This store's own handle, to schedule its coalesced broadcast.
-    me: Option<Agent<Status>>,
+    /// This store's own handle, to schedule its coalesced broadcast; weak, so that the
+    /// store ends with its last channel's handle.
+    me: Option<WeakAgent<Status>>,
 }
 
 impl Status {
@@ -110,7 +112,7 @@ impl StatusStore {
             pubsub,
             me: None,
         });
-        let me = agent.clone();
+        let me = agent.downgrade();
         agent.cast(move |status| status.me = Some(me));
         StatusStore { agent }
     }
