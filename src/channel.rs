@@ -17,6 +17,8 @@ use std::sync::Arc;
 use actix::{AsyncContext, Context, Recipient};
 use serde_json::{json, Map, Value};
 
+#[cfg(test)]
+pub(crate) use server::StartedChannel;
 use server::{ChannelActor, ChannelCore, Info};
 pub(crate) use server::{
     ChannelFactory, ChannelMsg, ChannelReport, ChannelStart, FactoryFn, INBOUND_LIMIT,

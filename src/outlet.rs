@@ -241,6 +241,82 @@ impl<O: Outbox + Send> Outlet for ClientOutlet<O> {
     }
 }
 
+/// A recording [`Outlet`], for the tests of the layers that write into outlets.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Mutex;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// One call made to a [`RecordedOutlet`], with text frames decoded as JSON.
+    #[derive(Debug, PartialEq)]
+    pub(crate) enum Out {
+        Send(Value),
+        Close(Close),
+        Joining(InstanceId),
+        Joined(InstanceId, Value),
+        Ended(InstanceId, Option<Value>),
+        SendFrom(InstanceId, Value),
+    }
+
+    pub(crate) struct RecordedOutlet {
+        serializer: Serializer,
+        calls: Mutex<Vec<Out>>,
+    }
+
+    impl RecordedOutlet {
+        pub(crate) fn new(serializer: Serializer) -> Self {
+            RecordedOutlet {
+                serializer,
+                calls: Mutex::default(),
+            }
+        }
+
+        /// The calls made since the last `take`.
+        pub(crate) fn take(&self) -> Vec<Out> {
+            std::mem::take(&mut self.calls.lock().unwrap())
+        }
+
+        fn record(&self, out: Out) {
+            self.calls.lock().unwrap().push(out);
+        }
+    }
+
+    /// A text frame's JSON; a binary frame reads as its length.
+    pub(crate) fn json(frame: Frame) -> Value {
+        match frame {
+            Frame::Text(text) => serde_json::from_str(&text).unwrap(),
+            Frame::Binary(bytes) => Value::from(bytes.len()),
+        }
+    }
+
+    impl Outlet for RecordedOutlet {
+        fn serializer(&self) -> Serializer {
+            self.serializer
+        }
+        fn send(&self, frame: Frame) {
+            self.record(Out::Send(json(frame)));
+        }
+        fn close(&self, close: Close) {
+            self.record(Out::Close(close));
+        }
+        fn joining(&self, instance: InstanceId) {
+            self.record(Out::Joining(instance));
+        }
+        fn joined(&self, instance: InstanceId, reply: Frame) {
+            self.record(Out::Joined(instance, json(reply)));
+        }
+        fn ended(&self, instance: InstanceId, last: Option<Frame>) {
+            self.record(Out::Ended(instance, last.map(json)));
+        }
+        fn send_from(&self, instance: InstanceId, frame: Frame) {
+            self.record(Out::SendFrom(instance, json(frame)));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU64;

@@ -317,6 +317,66 @@ mod tests {
     }
 
     #[actix::test]
+    async fn changes_within_a_window_go_out_as_one_diff_to_every_member() {
+        use crate::outlet::testing::{Out, RecordedOutlet};
+        use crate::pubsub::Subscriber;
+        use crate::serializer::Serializer;
+
+        let pubsub = PubSub::new();
+        let window = Duration::from_millis(30);
+        let presence = Presence::with_window(&pubsub, window);
+        let topic: Arc<str> = "room:a".into();
+        let member = Arc::new(RecordedOutlet::new(Serializer::V2));
+        let watcher = InstanceId::next();
+        let subscriber = Subscriber {
+            outlet: member.clone(),
+            intercept: None,
+        };
+        pubsub.subscribe(&topic, watcher, subscriber);
+
+        let joiners: Vec<Tracked> = ["a", "b", "c"]
+            .into_iter()
+            .map(|key| {
+                let mut tracked = Tracked::new(&presence, key, meta(1));
+                let joiner = Arc::new(RecordedOutlet::new(Serializer::V2));
+                let from = Sender {
+                    instance: InstanceId::next(),
+                    topic: &topic,
+                    join_ref: None,
+                };
+                tracked.start(&topic, &from, &*joiner);
+                let [Out::SendFrom(_, state)] = &joiner.take()[..] else {
+                    panic!("one presence_state pushed to the joiner");
+                };
+                assert_eq!(state[3], "presence_state");
+                assert!(state[4].get(key).is_some(), "the state includes the joiner");
+                tracked
+            })
+            .collect();
+        actix::clock::sleep(window * 4).await;
+        let diffs = member.take();
+        let [Out::SendFrom(to, diff)] = &diffs[..] else {
+            panic!("three joins in one window make one diff, got {diffs:?}");
+        };
+        assert_eq!(*to, watcher);
+        assert_eq!(diff[3], "presence_diff");
+        let joins = diff[4]["joins"].as_object().unwrap();
+        assert_eq!(joins.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(diff[4]["leaves"], json!({}));
+
+        for tracked in joiners {
+            tracked.stop();
+        }
+        actix::clock::sleep(window * 4).await;
+        let diffs = member.take();
+        let [Out::SendFrom(_, diff)] = &diffs[..] else {
+            panic!("three leaves in one window make one diff, got {diffs:?}");
+        };
+        assert_eq!(diff[4]["leaves"].as_object().unwrap().len(), 3);
+        assert_eq!(presence.list("room:a"), json!({}));
+    }
+
+    #[actix::test]
     async fn state_and_diff_in_the_phoenix_js_format() {
         let presence = Presence::new(&PubSub::new());
         let topic: Arc<str> = "room:a".into();

@@ -201,49 +201,18 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use bytes::Bytes;
     use serde_json::json;
 
     use super::*;
-    use crate::close::Close;
-    use crate::serializer::{Frame, Serializer};
+    use crate::outlet::testing::{Out, RecordedOutlet};
+    use crate::serializer::Serializer;
 
-    /// An outlet that records the broadcasts delivered to it.
-    struct Recorded {
-        serializer: Serializer,
-        frames: Mutex<Vec<(InstanceId, Frame)>>,
+    fn recorded(serializer: Serializer) -> Arc<RecordedOutlet> {
+        Arc::new(RecordedOutlet::new(serializer))
     }
 
-    impl Recorded {
-        fn new(serializer: Serializer) -> Arc<Recorded> {
-            Arc::new(Recorded {
-                serializer,
-                frames: Mutex::default(),
-            })
-        }
-
-        fn count(&self) -> usize {
-            self.frames.lock().unwrap().len()
-        }
-    }
-
-    impl Outlet for Recorded {
-        fn serializer(&self) -> Serializer {
-            self.serializer
-        }
-        fn send(&self, _: Frame) {}
-        fn close(&self, _: Close) {}
-        fn joining(&self, _: InstanceId) {}
-        fn joined(&self, _: InstanceId, _: Frame) {}
-        fn ended(&self, _: InstanceId, _: Option<Frame>) {}
-        fn send_from(&self, instance: InstanceId, frame: Frame) {
-            self.frames.lock().unwrap().push((instance, frame));
-        }
-    }
-
-    fn subscribe(pubsub: &PubSub, topic: &str, outlet: &Arc<Recorded>) -> InstanceId {
+    fn subscribe(pubsub: &PubSub, topic: &str, outlet: &Arc<RecordedOutlet>) -> InstanceId {
         let instance = InstanceId::next();
         let subscriber = Subscriber {
             outlet: outlet.clone(),
@@ -257,9 +226,9 @@ mod tests {
     fn fan_out_reaches_each_subscriber_of_the_topic_once() {
         let pubsub = PubSub::new();
         let (v2, v1, other) = (
-            Recorded::new(Serializer::V2),
-            Recorded::new(Serializer::V1),
-            Recorded::new(Serializer::V2),
+            recorded(Serializer::V2),
+            recorded(Serializer::V1),
+            recorded(Serializer::V2),
         );
         let a = subscribe(&pubsub, "t", &v2);
         let b = subscribe(&pubsub, "t", &v1);
@@ -271,8 +240,20 @@ mod tests {
             2
         );
         assert_eq!(pubsub.broadcast_from(a, "t", "e", Payload::empty()), 1);
-        assert_eq!((v2.count(), v1.count(), other.count()), (1, 2, 0));
-        assert_eq!(v1.frames.lock().unwrap()[1].0, b);
+        assert_eq!(
+            v2.take(),
+            [Out::SendFrom(a, json!([null, null, "t", "e", {"n": 1}]))]
+        );
+        let v1_broadcast =
+            |payload| json!({"topic": "t", "event": "e", "payload": payload, "ref": null});
+        assert_eq!(
+            v1.take(),
+            [
+                Out::SendFrom(b, v1_broadcast(json!({"n": 1}))),
+                Out::SendFrom(b, v1_broadcast(json!({}))),
+            ]
+        );
+        assert_eq!(other.take(), []);
         assert_eq!(
             pubsub.stats(),
             Stats {
@@ -291,12 +272,13 @@ mod tests {
     #[test]
     fn a_broadcast_a_client_cannot_read_is_not_counted_as_delivered() {
         let pubsub = PubSub::new();
-        let (v1, v2) = (Recorded::new(Serializer::V1), Recorded::new(Serializer::V2));
+        let (v1, v2) = (recorded(Serializer::V1), recorded(Serializer::V2));
         subscribe(&pubsub, "t", &v1);
-        subscribe(&pubsub, "t", &v2);
+        let b = subscribe(&pubsub, "t", &v2);
         let binary = Payload::Binary(Bytes::from_static(b"\x01"));
         assert_eq!(pubsub.broadcast("t", "b", binary), 1);
-        assert_eq!((v1.count(), v2.count()), (0, 1));
+        assert_eq!(v1.take(), []);
+        assert!(matches!(&v2.take()[..], [Out::SendFrom(to, _)] if *to == b));
         assert_eq!(pubsub.stats().deliveries, 1);
     }
 
@@ -314,7 +296,7 @@ mod tests {
         let channel = system.block_on(async { actix::Actor::start(Gone).recipient().downgrade() });
         drop(system);
         let pubsub = PubSub::new();
-        let outlet = Recorded::new(Serializer::V2);
+        let outlet = recorded(Serializer::V2);
         let subscriber = Subscriber {
             outlet: outlet.clone(),
             intercept: Some(Box::new(Intercept {
@@ -325,6 +307,6 @@ mod tests {
         pubsub.subscribe(&"t".into(), InstanceId::next(), subscriber);
         assert_eq!(pubsub.broadcast("t", "secret", Payload::empty()), 0);
         assert_eq!(pubsub.broadcast("t", "plain", Payload::empty()), 1);
-        assert_eq!(outlet.count(), 1);
+        assert_eq!(outlet.take().len(), 1);
     }
 }

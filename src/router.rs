@@ -43,13 +43,18 @@ impl Router {
 
     /// Serves topics matching `pattern` (exact, or a prefix ending in `*`) with channels
     /// made by `make`, which is given the topic.
-    pub fn channel<C, F>(mut self, pattern: &str, make: F) -> Self
+    pub fn channel<C, F>(self, pattern: &str, make: F) -> Self
     where
         C: Channel,
         F: Fn(&str) -> C + Send + Sync + 'static,
     {
+        self.factory(pattern, FactoryFn(make))
+    }
+
+    /// Serves topics matching `pattern` with instances started by `factory`.
+    pub(crate) fn factory(mut self, pattern: &str, factory: impl ChannelFactory + 'static) -> Self {
         self.routes
-            .push((Pattern::parse(pattern), Box::new(FactoryFn(make))));
+            .push((Pattern::parse(pattern), Box::new(factory)));
         self
     }
 

@@ -434,3 +434,314 @@ fn encoded(peer: &str, frame: Result<Frame, EncodeError>) -> Option<Frame> {
         .map_err(|error| log::warn!("{peer}: message not sent: {error}"))
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use actix::{Actor, Context, Handler};
+    use serde_json::Value;
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+    use super::*;
+    use crate::channel::{ChannelFactory, StartedChannel};
+    use crate::outlet::testing::{Out, RecordedOutlet};
+
+    /// A channel instance that reports every message the session sends it.
+    struct RecordedChannel {
+        topic: Arc<str>,
+        log: UnboundedSender<String>,
+    }
+
+    impl Actor for RecordedChannel {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ChannelMsg> for RecordedChannel {
+        type Result = ();
+        fn handle(&mut self, msg: ChannelMsg, _: &mut Context<Self>) {
+            let line = match msg {
+                ChannelMsg::Join(params) => format!("join {} {}", self.topic, Value::from(params)),
+                ChannelMsg::In { event, .. } => format!("in {} {event}", self.topic),
+                ChannelMsg::Leave { .. } => format!("leave {}", self.topic),
+                ChannelMsg::Close(reason) => format!("close {} {reason:?}", self.topic),
+            };
+            let _ = self.log.send(line);
+        }
+    }
+
+    /// Starts [`RecordedChannel`]s, sending each its join as the real factory does.
+    struct RecordedFactory {
+        log: UnboundedSender<String>,
+        started: UnboundedSender<InstanceId>,
+    }
+
+    impl ChannelFactory for RecordedFactory {
+        fn start(&self, start: ChannelStart) -> Option<StartedChannel> {
+            let channel = RecordedChannel {
+                topic: start.topic.clone(),
+                log: self.log.clone(),
+            }
+            .start();
+            channel.do_send(ChannelMsg::Join(start.params));
+            let _ = self.started.send(start.instance);
+            Some(StartedChannel {
+                mailbox: channel.recipient(),
+            })
+        }
+    }
+
+    /// Stands for the transport's mailbox; the tests hand reports to the session.
+    struct NoReports;
+
+    impl Actor for NoReports {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ChannelReport> for NoReports {
+        type Result = ();
+        fn handle(&mut self, _: ChannelReport, _: &mut Context<Self>) {}
+    }
+
+    struct Fixture {
+        session: Session,
+        out: Arc<RecordedOutlet>,
+        channels: UnboundedReceiver<String>,
+        started: UnboundedReceiver<InstanceId>,
+        connections: Connections,
+    }
+
+    fn fixture(max_channels: usize) -> Fixture {
+        let (log, channels) = unbounded_channel();
+        let (started_tx, started) = unbounded_channel();
+        let factory = RecordedFactory {
+            log,
+            started: started_tx,
+        };
+        let connections = Connections::default();
+        let shared = Arc::new(SessionShared {
+            router: Router::new().factory("room:*", factory),
+            pubsub: PubSub::new(),
+            connections: connections.clone(),
+            max_channels,
+        });
+        let assigns = Assigns::new().with("user", "alice");
+        let mut session = Session::new(
+            shared,
+            Serializer::V2,
+            assigns,
+            Some("alice".into()),
+            "peer".into(),
+        );
+        let out = Arc::new(RecordedOutlet::new(Serializer::V2));
+        session.opened(NoReports.start().recipient(), out.clone());
+        Fixture {
+            session,
+            out,
+            channels,
+            started,
+            connections,
+        }
+    }
+
+    impl Fixture {
+        fn text(&mut self, message: Value) {
+            let out = self.out.clone();
+            self.session.handle_text(&message.to_string(), &*out);
+        }
+
+        fn report(&mut self, report: ChannelReport) {
+            let out = self.out.clone();
+            self.session.handle_report(report, &*out);
+        }
+
+        async fn join(&mut self, topic: &str, join_ref: &str) -> InstanceId {
+            self.text(json!([join_ref, join_ref, topic, "phx_join", {"n": 1}]));
+            let instance = self.started.recv().await.expect("a channel started");
+            assert_eq!(self.out.take(), [Out::Joining(instance)]);
+            assert_eq!(
+                self.channels.recv().await.unwrap(),
+                format!("join {topic} {{\"n\":1}}")
+            );
+            instance
+        }
+
+        fn joined(&mut self, instance: InstanceId, topic: &str) {
+            self.report(ChannelReport::Joined {
+                instance,
+                topic: topic.into(),
+                outcome: Ok(Payload::Json(json!({"hi": 1}))),
+            });
+        }
+    }
+
+    fn reply(join_ref: Value, msg_ref: &str, topic: &str, status: &str, response: Value) -> Value {
+        json!([join_ref, msg_ref, topic, "phx_reply", {"status": status, "response": response}])
+    }
+
+    #[actix::test]
+    async fn a_heartbeat_is_answered_by_the_session_itself() {
+        let mut f = fixture(10);
+        f.text(json!([null, "7", "phoenix", "heartbeat", {}]));
+        assert_eq!(
+            f.out.take(),
+            [Out::Send(reply(
+                Value::Null,
+                "7",
+                "phoenix",
+                "ok",
+                json!({})
+            ))]
+        );
+        assert_eq!(f.connections.len(), 1, "registered once opened");
+        f.session.closed();
+        assert_eq!(f.connections.len(), 0, "unregistered once closed");
+    }
+
+    #[actix::test]
+    async fn messages_wait_for_the_join_reply_then_reach_the_channel() {
+        let mut f = fixture(10);
+        let a = f.join("room:a", "1").await;
+        f.text(json!(["1", "2", "room:a", "early", {}]));
+        assert!(f.channels.try_recv().is_err(), "held while joining");
+        f.joined(a, "room:a");
+        let ok = reply(json!("1"), "1", "room:a", "ok", json!({"hi": 1}));
+        assert_eq!(f.out.take(), [Out::Joined(a, ok)]);
+        assert_eq!(f.channels.recv().await.unwrap(), "in room:a early");
+        f.text(json!(["1", "3", "room:a", "later", {}]));
+        assert_eq!(f.channels.recv().await.unwrap(), "in room:a later");
+        f.text(json!(["0", "4", "room:a", "stale", {}]));
+        f.text(json!(["1", "5", "room:a", "fresh", {}]));
+        assert_eq!(
+            f.channels.recv().await.unwrap(),
+            "in room:a fresh",
+            "a message with another join_ref is dropped"
+        );
+    }
+
+    #[actix::test]
+    async fn a_refused_join_ends_the_instance_and_frees_the_topic() {
+        let mut f = fixture(10);
+        let a = f.join("room:a", "1").await;
+        f.text(json!(["1", "2", "room:a", "early", {}]));
+        f.report(ChannelReport::Joined {
+            instance: a,
+            topic: "room:a".into(),
+            outcome: Err(Payload::Json(json!({"reason": "no"}))),
+        });
+        let refusal = reply(json!("1"), "1", "room:a", "error", json!({"reason": "no"}));
+        // The message that waited is answered as for any topic not joined.
+        let unmatched = reply(
+            Value::Null,
+            "2",
+            "room:a",
+            "error",
+            json!({"reason": "unmatched topic"}),
+        );
+        assert_eq!(
+            f.out.take(),
+            [Out::Ended(a, Some(refusal)), Out::Send(unmatched)]
+        );
+        assert!(f.channels.try_recv().is_err());
+    }
+
+    #[actix::test]
+    async fn a_leave_waits_for_the_channel_to_end_then_closes() {
+        let mut f = fixture(10);
+        let a = f.join("room:a", "1").await;
+        f.joined(a, "room:a");
+        f.out.take();
+        f.text(json!(["1", "2", "room:a", "phx_leave", {}]));
+        assert_eq!(f.channels.recv().await.unwrap(), "leave room:a");
+        f.text(json!(["1", "3", "room:a", "after", {}]));
+        f.report(ChannelReport::Ended {
+            instance: a,
+            topic: "room:a".into(),
+            crashed: false,
+        });
+        let close = json!(["1", "1", "room:a", "phx_close", {}]);
+        let unmatched = reply(
+            Value::Null,
+            "3",
+            "room:a",
+            "error",
+            json!({"reason": "unmatched topic"}),
+        );
+        assert_eq!(
+            f.out.take(),
+            [Out::Ended(a, Some(close)), Out::Send(unmatched)]
+        );
+        // A late report of the ended instance changes nothing.
+        f.report(ChannelReport::Ended {
+            instance: a,
+            topic: "room:a".into(),
+            crashed: true,
+        });
+        assert_eq!(f.out.take(), []);
+    }
+
+    #[actix::test]
+    async fn a_crash_is_reported_with_phx_error() {
+        let mut f = fixture(10);
+        let a = f.join("room:a", "1").await;
+        f.joined(a, "room:a");
+        f.out.take();
+        f.report(ChannelReport::Ended {
+            instance: a,
+            topic: "room:a".into(),
+            crashed: true,
+        });
+        let error = json!(["1", "1", "room:a", "phx_error", {"reason": "channel_crash"}]);
+        assert_eq!(f.out.take(), [Out::Ended(a, Some(error))]);
+    }
+
+    #[actix::test]
+    async fn a_second_join_replaces_the_first_instance() {
+        let mut f = fixture(10);
+        let a = f.join("room:a", "1").await;
+        f.joined(a, "room:a");
+        f.out.take();
+        f.text(json!(["5", "5", "room:a", "phx_join", {"n": 1}]));
+        let b = f.started.recv().await.unwrap();
+        assert_eq!(
+            f.channels.recv().await.unwrap(),
+            "close room:a DuplicateJoin"
+        );
+        let close = json!(["1", "1", "room:a", "phx_close", {}]);
+        assert_eq!(f.out.take(), [Out::Ended(a, Some(close)), Out::Joining(b)]);
+        // The old instance's late join report is ignored.
+        f.joined(a, "room:a");
+        assert_eq!(f.out.take(), []);
+    }
+
+    #[actix::test]
+    async fn joins_past_the_channel_limit_and_unrouted_topics_are_refused() {
+        let mut f = fixture(1);
+        f.join("room:a", "1").await;
+        f.text(json!(["2", "2", "room:b", "phx_join", {}]));
+        let too_many = reply(
+            json!("2"),
+            "2",
+            "room:b",
+            "error",
+            json!({"reason": "too many channels joined"}),
+        );
+        assert_eq!(f.out.take(), [Out::Send(too_many)]);
+        f.text(json!(["3", "3", "lobby", "phx_join", {}]));
+        let unmatched = reply(
+            Value::Null,
+            "3",
+            "lobby",
+            "error",
+            json!({"reason": "unmatched topic"}),
+        );
+        assert_eq!(f.out.take(), [Out::Send(unmatched)]);
+        assert!(f.started.try_recv().is_err());
+    }
+
+    #[actix::test]
+    async fn an_undecodable_message_closes_the_connection() {
+        let mut f = fixture(10);
+        let out = f.out.clone();
+        f.session.handle_text("{not json", &*out);
+        assert_eq!(f.out.take(), [Out::Close(Close::INVALID_MESSAGE)]);
+    }
+}
