@@ -86,7 +86,8 @@ pub trait Socket: Send + Sync + 'static {
     fn connect(&self, params: &Params, info: &ConnectInfo) -> Result<Assigns, Refused>;
 
     /// Identifies all connections of one user, so that they can be found and
-    /// disconnected together (`Sessions::disconnect`). `None`: anonymous.
+    /// disconnected together ([`Connections::disconnect`](crate::Connections::disconnect)).
+    /// `None`: anonymous.
     fn id(&self, _assigns: &Assigns) -> Option<String> {
         None
     }
