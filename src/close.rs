@@ -1,5 +1,5 @@
 //! Every way fluxwire closes a connection, named once: the WebSocket close code and the
-//! reason the client reads (PROTOCOL.md §4.3).
+//! reason the client reads (docs/protocol.md §4.3).
 //!
 //! Owns the [`Close`] values; every layer that ends a connection picks one of them, and
 //! log lines print the value rather than a hand-typed code. Must not know how a close

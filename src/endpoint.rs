@@ -292,7 +292,7 @@ impl Endpoint {
 }
 
 /// A listening socket with a backlog deep enough for a reconnect storm (every phoenix.js
-/// client comes back within ~10 ms of a restart, PROTOCOL.md §7.3).
+/// client comes back within ~10 ms of a restart, docs/protocol.md §7.3).
 fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;

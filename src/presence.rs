@@ -4,7 +4,7 @@
 //! a fresh `phx_ref`), the `presence_state` pushed to a joiner and the `presence_diff`
 //! broadcast to members. Diffs are coalesced: changes within one window go out as one
 //! diff, so a join storm costs a diff per window, not one per join. Must not decide who a
-//! client is: channels pass the key (PROTOCOL.md §9).
+//! client is: channels pass the key (docs/protocol.md §9).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

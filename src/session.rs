@@ -134,7 +134,7 @@ impl Session {
         out.close(close);
     }
 
-    /// Routes one decoded client message (PROTOCOL.md §5.2).
+    /// Routes one decoded client message (docs/protocol.md §5.2).
     fn handle_message(&mut self, message: Message, out: &dyn Outlet) {
         if message.topic == PHOENIX_TOPIC && message.event == event::HEARTBEAT {
             let reply = PhxReply {
@@ -238,7 +238,7 @@ impl Session {
         write(&self.peer, self.serializer.encode_reply(&reply), out);
     }
 
-    /// Starts a channel instance for a `phx_join` (PROTOCOL.md §5.1).
+    /// Starts a channel instance for a `phx_join` (docs/protocol.md §5.1).
     fn join(&mut self, mut message: Message, out: &dyn Outlet) {
         let Some(factory) = self.shared.router.route(&message.topic) else {
             return self.reply_unmatched(&message, out);
@@ -293,7 +293,7 @@ impl Session {
         );
     }
 
-    /// A second join of a joined topic ends the old instance first (PROTOCOL.md §5.7).
+    /// A second join of a joined topic ends the old instance first (docs/protocol.md §5.7).
     fn replace_duplicate(&mut self, topic: &str, out: &dyn Outlet) {
         if let Some(old) = self.channels.remove(topic) {
             old.mailbox
@@ -400,7 +400,7 @@ impl Session {
         encoded(&self.peer, self.serializer.encode_push(&push))
     }
 
-    /// The connection is gone: every channel ends with reason "closed" (PROTOCOL.md §5.8).
+    /// The connection is gone: every channel ends with reason "closed" (docs/protocol.md §5.8).
     pub fn closed(&mut self) {
         self.registration = None;
         for (_, entry) in self.channels.drain() {

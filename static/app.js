@@ -1,6 +1,6 @@
 // fluxwire demo page: the stock phoenix.js client (global `Phoenix`, loaded by
 // index.html) talking to the fluxwire server. Topics and payloads follow
-// shared/CONTRACT.md. All user text goes into the DOM through textContent.
+// docs/contract.md. All user text goes into the DOM through textContent.
 "use strict";
 
 (() => {
@@ -42,7 +42,7 @@
     } catch { /* not persisted, that's all */ }
   }
 
-  // Same rule as the server (CONTRACT.md): 1-64 code points after trimming, no control chars.
+  // Same rule as the server (docs/contract.md): 1-64 code points after trimming, no control chars.
   function nameProblem(name) {
     const length = [...name].length;
     if (length < 1) return "Please enter a name.";

@@ -1,4 +1,4 @@
-//! The long-poll transport (PROTOCOL.md §8) over raw HTTP/1.1: handshake, polls, POSTs,
+//! The long-poll transport (docs/protocol.md §8) over raw HTTP/1.1: handshake, polls, POSTs,
 //! status codes and headers, tokens, limits, expiry, and a long-poll client and a
 //! WebSocket client in one topic.
 //!

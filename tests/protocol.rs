@@ -1,5 +1,5 @@
 //! The Phoenix wire protocol through a real WebSocket client: admission, serializers,
-//! the channel lifecycle, limits and bad input (PROTOCOL.md §1–§6, §10).
+//! the channel lifecycle, limits and bad input (docs/protocol.md §1–§6, §10).
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! `fluxwire-bench`: a load tool for any server speaking the Phoenix Channels V2
-//! protocol with the chat-room contract of CONTRACT.md (`room:NAME` topics with
+//! protocol with the chat-room contract of docs/contract.md (`room:NAME` topics with
 //! presence, `new_msg` replied `ok {"id"}` and broadcast to every member).
 //!
 //! The tool runs in one process and measures with one monotonic clock, so a publish

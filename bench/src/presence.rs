@@ -1,4 +1,4 @@
-//! Client-side presence, as phoenix.js's `Presence` applies it (PROTOCOL.md §9.4):
+//! Client-side presence, as phoenix.js's `Presence` applies it (docs/protocol.md §9.4):
 //! `presence_state` syncs the whole map, `presence_diff` applies its joins first (the
 //! key's metas become the joined ones, with the local metas whose `phx_ref` is not among
 //! them kept in front), then its leaves (metas removed by `phx_ref`; a key without metas

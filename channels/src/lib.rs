@@ -1,5 +1,5 @@
 //! fluxwire's default application: the `all` status channel, chat rooms and presence,
-//! as CONTRACT.md describes them, on the framework in `fluxwire`.
+//! as docs/contract.md describes them, on the framework in `fluxwire`.
 //!
 //! [`user_socket`] admits users by name; [`status`] serves `all` from one status store;
 //! [`room`] serves `room:NAME`, one history store per room; [`message`] is the chat

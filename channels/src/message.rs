@@ -1,4 +1,4 @@
-//! Chat, as `all` and the rooms share it (CONTRACT.md: a message is
+//! Chat, as `all` and the rooms share it (docs/contract.md: a message is
 //! `{"id","user","body","at"}`): the message, the rule for a valid body, and the
 //! [`ChatLog`] of a topic.
 

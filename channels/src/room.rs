@@ -1,4 +1,4 @@
-//! `room:NAME` topics: chat rooms, each with its own history store (CONTRACT.md, rooms).
+//! `room:NAME` topics: chat rooms, each with its own history store (docs/contract.md, rooms).
 //!
 //! Owns the room name rule, one store per room (the last 50 messages and the room's id
 //! sequence), and the channel. A joiner subscribes inside its room's store, at the very

@@ -1,4 +1,4 @@
-//! The `all` topic: the status store and the status channel (CONTRACT.md, `all`).
+//! The `all` topic: the status store and the status channel (docs/contract.md, `all`).
 //!
 //! Owns the one status store (users, joined connections, hits, the last 100 messages)
 //! and its `status_users` broadcasts, coalesced to at most one per window and always

@@ -1,4 +1,4 @@
-//! Admission: who may connect, by the `user` connect parameter (CONTRACT.md, Sockets).
+//! Admission: who may connect, by the `user` connect parameter (docs/contract.md, Sockets).
 //!
 //! Owns the name rule, the assigns every channel reads (`user`), and how a user shows in
 //! presence (key: the name; meta: `online_at`). Must not know any channel.
@@ -30,7 +30,7 @@ impl Socket for UserSocket {
 }
 
 /// The user of this connection, tracked on the channel's topic in `presence` under
-/// their name with `online_at` (CONTRACT.md: one meta per connection).
+/// their name with `online_at` (docs/contract.md: one meta per connection).
 pub fn track_user<C: Channel>(ctx: &mut ChannelContext<'_, C>, presence: &Presence) -> String {
     let user = ctx.assigns().get_str("user").unwrap_or_default().to_owned();
     let mut meta = Map::new();

@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn vsn_selects_serializer_as_phoenix_does() {
         let table: &[(Option<&str>, Option<Serializer>)] = &[
-            // Section 3.1 of PROTOCOL.md.
+            // Section 3.1 of docs/protocol.md.
             (None, Some(Serializer::V1)),
             (Some("1.0.0"), Some(Serializer::V1)),
             (Some("1.0.9"), Some(Serializer::V1)),

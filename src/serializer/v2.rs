@@ -1,7 +1,7 @@
 //! The V2 serializer: JSON arrays in text frames, raw payloads in binary frames.
 //!
 //! Owns the array layout `[join_ref, ref, topic, event, payload]` and the byte layouts of
-//! the binary frames (PROTOCOL.md §3.4): the client push it decodes, and the server push,
+//! the binary frames (docs/protocol.md §3.4): the client push it decodes, and the server push,
 //! reply and broadcast it encodes. A JSON payload always goes out as text, a binary one
 //! as a binary frame. Does no I/O and must not know about connections or transports
 //! (whether a transport may carry binary frames is the caller's business).
@@ -196,7 +196,7 @@ mod tests {
     use crate::message::Status;
     use crate::serializer::Serializer;
 
-    /// Bytes written as in PROTOCOL.md: space-separated hex pairs.
+    /// Bytes written as in docs/protocol.md: space-separated hex pairs.
     fn hex(text: &str) -> Vec<u8> {
         text.split_whitespace()
             .map(|pair| u8::from_str_radix(pair, 16).unwrap())

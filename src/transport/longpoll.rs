@@ -1,4 +1,4 @@
-//! The long-poll transport (PROTOCOL.md §8): `{mount}/longpoll`, phoenix.js's fallback
+//! The long-poll transport (docs/protocol.md §8): `{mount}/longpoll`, phoenix.js's fallback
 //! where WebSockets are blocked.
 //!
 //! Owns the HTTP side of long-polling: the handshake that opens a session and answers
@@ -99,7 +99,7 @@ async fn get(shared: &Arc<Shared>, req: &HttpRequest) -> HttpResponse {
     }
 }
 
-/// Admits the client and opens a session: `410` with its token (PROTOCOL.md §8.2).
+/// Admits the client and opens a session: `410` with its token (docs/protocol.md §8.2).
 fn handshake(shared: &Arc<Shared>, req: &HttpRequest) -> HttpResponse {
     match open_session(shared, &Admission::of(req), "longpoll") {
         Ok(session) => {
@@ -116,7 +116,7 @@ fn handshake(shared: &Arc<Shared>, req: &HttpRequest) -> HttpResponse {
     }
 }
 
-/// Client messages for a live session (PROTOCOL.md §8.4).
+/// Client messages for a live session (docs/protocol.md §8.4).
 async fn post(shared: &Arc<Shared>, req: &HttpRequest, body: web::Payload) -> HttpResponse {
     let session = match shared.longpoll.servers.resume(req) {
         Ok((_, session)) => session,
@@ -184,7 +184,7 @@ fn preflight(req: &HttpRequest) -> HttpResponse {
         .finish()
 }
 
-/// A refused request: HTTP 403 and `{"status":403}` (PROTOCOL.md §8.5).
+/// A refused request: HTTP 403 and `{"status":403}` (docs/protocol.md §8.5).
 fn refuse(req: &HttpRequest, refusal: &Refusal) -> HttpResponse {
     log::info!("{}: long-poll refused: {refusal}", peer(req));
     status_only(StatusCode::FORBIDDEN, 403)

@@ -111,7 +111,7 @@ impl Connection for Session {
     }
 }
 
-/// Why a connection attempt was refused; every variant is a 403 (PROTOCOL.md §1.3).
+/// Why a connection attempt was refused; every variant is a 403 (docs/protocol.md §1.3).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error("origin {0:?} not allowed")]
@@ -160,7 +160,7 @@ pub(crate) fn admit(
     open_session(shared, admission, transport)
 }
 
-/// The origin check (PROTOCOL.md §1.4), alone: long-poll applies it to every request.
+/// The origin check (docs/protocol.md §1.4), alone: long-poll applies it to every request.
 pub(crate) fn check_origin(shared: &Shared, admission: &Admission<'_>) -> Result<(), Refusal> {
     let allowed = shared.origin.allows(admission.origin, admission.host);
     if allowed {

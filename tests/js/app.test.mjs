@@ -1,4 +1,4 @@
-// fluxwire's default application (shared/CONTRACT.md) through phoenix.js 1.8.x, and a
+// fluxwire's default application (docs/contract.md) through phoenix.js 1.8.x, and a
 // raw `ws` client where phoenix.js cannot send what a test needs:
 // connect refusals, the "all" status channel, "room:NAME" chat rooms, presence.
 //
@@ -559,7 +559,7 @@ test("connect: phoenix.js's long-poll transport serves the same app", T, async (
   await untilStatus(a.status, (p) => p.hits === hit.response.hits, `hits=${hit.response.hits} after a long-poll hit`);
   await untilStatus(lstatus, (p) => p.hits === hit.response.hits, "the long-poll client's status_users");
   // A long-poll client never announces a disconnect (its session expires 15-30 s after
-  // the last poll, PROTOCOL.md 8.6), so leave the topic before disconnecting.
+  // the last poll, docs/protocol.md 8.6), so leave the topic before disconnecting.
   const r = await leave(lch);
   assert.deepEqual({ status: r.status, response: r.response }, { status: "ok", response: {} }, "leave over long-poll");
   await expectStatus(a.status, [a.user], 1);
@@ -1327,7 +1327,7 @@ test("unmatched topic: a topic nobody serves -> error {reason: unmatched topic}"
   assert.deepEqual(await raw.reply("7", "nope:x"),
     [null, "7", "nope:x", "phx_reply", { status: "error", response: { reason: "unmatched topic" } }]);
 
-  // A join payload that is not an object is refused (PROTOCOL.md 5.1), on both topics,
+  // A join payload that is not an object is refused (docs/protocol.md 5.1), on both topics,
   // and a refused join of "all" does not count as a joined connection.
   const w = await joinAll(uname("watch"));
   raw.send("8", "8", "all", "phx_join", ["not", "an", "object"]);

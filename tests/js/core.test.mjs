@@ -56,7 +56,7 @@ test("01 join ok: reply contains topic and user", T, async (t) => {
   assert.equal(reply.topic, topic, `join reply ${show(reply)}`);
   assert.equal(reply.user, "alice", `join reply ${show(reply)}`);
 
-  // phoenix.js's query string quirks (PROTOCOL.md §1.2): percent-encoded value, and a
+  // phoenix.js's query string quirks (docs/protocol.md §1.2): percent-encoded value, and a
   // null param producing an empty segment ("user=...&&vsn=2.0.0").
   const tricky = "Zoë & co/?=";
   const socket = await connect({ user: tricky, extra: null });
@@ -188,7 +188,7 @@ test("09 heartbeat: socket.ping gets its reply, also two pings in a row", T, asy
   assert.equal(typeof again, "number");
   raw.stop();
 
-  // PROTOCOL.md §4.1: [null, <same ref>, "phoenix", "phx_reply", {"status":"ok","response":{}}]
+  // docs/protocol.md §4.1: [null, <same ref>, "phoenix", "phx_reply", {"status":"ok","response":{}}]
   assert.equal(raw.messages.length, 4, `heartbeat replies: ${show(raw.messages)}`);
   for (const m of raw.messages) {
     assert.equal(m.event, "phx_reply", show(m));
@@ -214,7 +214,7 @@ test("10 leave: ok reply, onClose fires, no more broadcasts for the left client"
   assert.deepEqual(left.response, {}, `leave reply ${show(left)}`);
   assert.equal(left.joinRef, joinRef, "the leave reply carries the channel's join_ref");
   await closed; // channel.onClose hooks ran (phoenix.js runs them locally at leave())
-  // PROTOCOL.md §5.4: after the reply, phx_close with join_ref = ref = the instance's join ref.
+  // docs/protocol.md §5.4: after the reply, phx_close with join_ref = ref = the instance's join ref.
   const close = await serverClose;
   assert.equal(close.join_ref, joinRef, `phx_close ${show(close)}`);
   assert.equal(close.ref, joinRef, `phx_close ${show(close)}`);

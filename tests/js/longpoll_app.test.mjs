@@ -1,4 +1,4 @@
-// fluxwire's default application (shared/CONTRACT.md) with phoenix.js on the long-poll
+// fluxwire's default application (docs/contract.md) with phoenix.js on the long-poll
 // transport next to a WebSocket client: the status channel "all", a chat room with
 // presence, leave, and the presence leave of a long-poll client that stopped polling.
 //

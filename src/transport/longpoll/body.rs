@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-/// Lines of one POST that are processed; phoenix.js never sends more (PROTOCOL.md §8.4).
+/// Lines of one POST that are processed; phoenix.js never sends more (docs/protocol.md §8.4).
 const MAX_LINES: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub(super) enum Line {
     Binary(Bytes),
 }
 
-/// A POST line that is no message; the session ends on it (PROTOCOL.md §10).
+/// A POST line that is no message; the session ends on it (docs/protocol.md §10).
 #[derive(Debug, thiserror::Error)]
 pub(super) enum LineError {
     #[error("long-poll text line is not valid UTF-8")]

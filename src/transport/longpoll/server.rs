@@ -27,7 +27,7 @@ use crate::socket::Params;
 use crate::transport::{Connection, Shared};
 
 /// Most encoded messages a session queues for its next poll; past it the session ends
-/// (PROTOCOL.md §8.6) and the client's next request gets `410`, so it reconnects.
+/// (docs/protocol.md §8.6) and the client's next request gets `410`, so it reconnects.
 const QUEUE_LIMIT: usize = 10_000;
 
 /// The header a client may carry its token in instead of the `token` query parameter.
@@ -192,7 +192,7 @@ pub(super) enum PostOutcome {
 struct FramesQueued;
 
 /// The [`Outbox`] of a long-poll session: text frames queue for the next poll; binary
-/// frames cannot travel over long-poll and are dropped (PROTOCOL.md §8.3).
+/// frames cannot travel over long-poll and are dropped (docs/protocol.md §8.3).
 struct PollOutbox {
     frames: VecDeque<ByteString>,
     ended: Option<End>,
@@ -331,7 +331,7 @@ impl LongPollServer {
             .is_some_and(|waiting| !waiting.reply.is_closed())
     }
 
-    /// Ends the session when no poll has waited for the timeout (PROTOCOL.md §8.6).
+    /// Ends the session when no poll has waited for the timeout (docs/protocol.md §8.6).
     fn schedule_expiry(&self, after: Duration, ctx: &mut Context<Self>) {
         ctx.run_later(after, |session, ctx| {
             let timeout = session.shared.longpoll.timeout;
@@ -380,7 +380,7 @@ impl Handler<Poll> for LongPollServer {
 
     fn handle(&mut self, poll: Poll, ctx: &mut Self::Context) {
         self.last_poll = Instant::now();
-        // A newer poll takes over; the older one answers 204 (PROTOCOL.md §8.3).
+        // A newer poll takes over; the older one answers 204 (docs/protocol.md §8.3).
         if let Some(older) = self.waiting.take() {
             let _ = older.reply.send(PollOutcome::NoContent);
         }
