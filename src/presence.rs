@@ -3,13 +3,16 @@
 //! Owns, per topic, the map key → metas (one meta per tracked channel instance, each with
 //! a fresh `phx_ref`), the `presence_state` pushed to a joiner and the `presence_diff`
 //! broadcast to members. Diffs are coalesced: changes within one window go out as one
-//! diff, so a join storm costs a diff per window, not one per join. Must not decide who a
-//! client is: channels pass the key (docs/protocol.md §9).
+//! diff, so a join storm costs a diff per window, not one per join; and a topic whose
+//! changes keep coming doubles its window at each flush (up to [`MAX_WINDOW_FACTOR`] times
+//! the base), so members of a busy topic get a few large diffs rather than one every
+//! 25 ms, while a quiet topic's next change goes out after the base window. Must not
+//! decide who a client is: channels pass the key (docs/protocol.md §9).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 use serde_json::value::{to_raw_value, RawValue};
@@ -19,8 +22,12 @@ use crate::message::Payload;
 use crate::outlet::{InstanceId, Outlet, Sender};
 use crate::pubsub::PubSub;
 
-/// How long changes on a topic gather before one `presence_diff` carries them all.
+/// How long changes on a quiet topic gather before one `presence_diff` carries them all.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(25);
+
+/// The longest a busy topic's window grows to, as a multiple of the base window: 500 ms
+/// by default, so a storm's last changes still go out within a second.
+pub const MAX_WINDOW_FACTOR: u32 = 20;
 
 /// Presence for every topic of an application. Cheap to clone.
 #[derive(Clone)]
@@ -40,6 +47,9 @@ struct TopicPresence {
     state: BTreeMap<String, Vec<TrackedMeta>>,
     /// Changes not yet broadcast; `Some` while a flush is scheduled.
     pending: Option<Diff>,
+    /// The window of the flush scheduled last, and when the last flush went out.
+    window: Duration,
+    last_flush: Option<Instant>,
 }
 
 /// A meta's JSON object, encoded once when tracked; the state and the diffs share it.
@@ -155,15 +165,15 @@ impl Presence {
         serde_json::from_str(presence.state().get()).expect("presence writes valid JSON")
     }
 
-    /// Adds a meta for `instance`; returns the state to push to it and whether a flush
-    /// must be scheduled.
+    /// Adds a meta for `instance`; returns the state to push to it and, if a flush must
+    /// be scheduled, after how long.
     fn track(
         &self,
         topic: &Arc<str>,
         instance: InstanceId,
         key: &str,
         mut meta: Map<String, Value>,
-    ) -> (Payload, bool) {
+    ) -> (Payload, Option<Duration>) {
         meta.insert("phx_ref".into(), Value::String(fresh_phx_ref()));
         let meta = encoded(&meta);
         let mut topics = self.topics();
@@ -176,10 +186,29 @@ impl Presence {
                 instance,
                 meta: meta.clone(),
             });
-        let schedule = presence.pending.is_none();
+        let schedule = self.flush_due(presence);
         let pending = presence.pending.get_or_insert_with(Diff::default);
         pending.joins.entry(key.to_owned()).or_default().push(meta);
         (Payload::Encoded(presence.state()), schedule)
+    }
+
+    /// When a change comes to a topic with no flush scheduled: the window to wait. A
+    /// change that follows the last flush within its window means the topic is busy, and
+    /// the window doubles; after a quiet spell it is back to the base.
+    fn flush_due(&self, presence: &mut TopicPresence) -> Option<Duration> {
+        if presence.pending.is_some() {
+            return None;
+        }
+        let base = self.inner.window;
+        let busy = presence
+            .last_flush
+            .is_some_and(|last| last.elapsed() < presence.window);
+        presence.window = if busy {
+            (presence.window * 2).min(base * MAX_WINDOW_FACTOR)
+        } else {
+            base
+        };
+        Some(presence.window)
     }
 
     /// Removes the meta of `instance` under `key`.
@@ -199,7 +228,7 @@ impl Presence {
             if metas.is_empty() {
                 presence.state.remove(key);
             }
-            let schedule = presence.pending.is_none();
+            let schedule = self.flush_due(presence);
             let pending = presence.pending.get_or_insert_with(Diff::default);
             pending
                 .leaves
@@ -208,15 +237,15 @@ impl Presence {
                 .push(left.meta);
             schedule
         };
-        if schedule {
-            self.schedule_flush(topic.into());
+        if let Some(window) = schedule {
+            self.schedule_flush(topic.into(), window);
         }
     }
 
-    fn schedule_flush(&self, topic: Arc<str>) {
+    fn schedule_flush(&self, topic: Arc<str>, window: Duration) {
         let presence = self.clone();
         actix::spawn(async move {
-            actix::clock::sleep(presence.inner.window).await;
+            actix::clock::sleep(window).await;
             presence.flush(&topic);
         });
     }
@@ -231,6 +260,7 @@ impl Presence {
                 return;
             };
             let diff = presence.pending.take();
+            presence.last_flush = Some(Instant::now());
             if presence.state.is_empty() {
                 topics.remove(topic);
             }
@@ -283,8 +313,8 @@ impl Tracked {
         let (state, schedule) = self.presence.track(topic, from.instance, &self.key, meta);
         self.started = Some((topic.clone(), from.instance));
         outlet.push(from, "presence_state", &state);
-        if schedule {
-            self.presence.schedule_flush(topic.clone());
+        if let Some(window) = schedule {
+            self.presence.schedule_flush(topic.clone(), window);
         }
     }
 
@@ -377,12 +407,40 @@ mod tests {
     }
 
     #[actix::test]
+    async fn a_busy_topic_widens_its_window_and_a_quiet_one_returns_to_the_base() {
+        let base = Duration::from_millis(10);
+        let presence = Presence::with_window(&PubSub::new(), base);
+        let topic: Arc<str> = "room:busy".into();
+        let mut windows = Vec::new();
+        for n in 0..7 {
+            let (_, schedule) = presence.track(&topic, InstanceId::next(), "k", meta(n));
+            windows.push(schedule.expect("a flush is due after each flush"));
+            // The flush goes out; the next change follows at once, as in a storm.
+            presence.flush("room:busy");
+        }
+        let ms: Vec<u128> = windows.iter().map(Duration::as_millis).collect();
+        assert_eq!(
+            ms,
+            [10, 20, 40, 80, 160, 200, 200],
+            "doubling, capped at 20x"
+        );
+
+        actix::clock::sleep(Duration::from_millis(250)).await;
+        let (_, schedule) = presence.track(&topic, InstanceId::next(), "k", meta(9));
+        assert_eq!(
+            schedule,
+            Some(base),
+            "a change after a quiet spell waits the base"
+        );
+    }
+
+    #[actix::test]
     async fn state_and_diff_in_the_phoenix_js_format() {
         let presence = Presence::new(&PubSub::new());
         let topic: Arc<str> = "room:a".into();
         let (a1, a2, b) = (InstanceId::next(), InstanceId::next(), InstanceId::next());
         let (state, schedule) = presence.track(&topic, a1, "al\"ice", meta(1));
-        assert!(schedule);
+        assert_eq!(schedule, Some(DEFAULT_WINDOW));
         let state = text(&state);
         let ref1 = state["al\"ice"]["metas"][0]["phx_ref"]
             .as_str()
@@ -390,7 +448,7 @@ mod tests {
             .to_owned();
         assert_eq!(state["al\"ice"]["metas"][0]["online_at"], 1);
         let (_, schedule) = presence.track(&topic, a2, "al\"ice", meta(2));
-        assert!(!schedule, "one flush per window");
+        assert_eq!(schedule, None, "one flush per window");
         presence.track(&topic, b, "bob", meta(3));
         let listed = presence.list("room:a");
         assert_eq!(listed["al\"ice"]["metas"].as_array().unwrap().len(), 2);
