@@ -1,7 +1,7 @@
 //! Command-line options (clap). Every mode takes the common options, before or after
 //! the mode's name.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:4000/socket/websocket";
 
@@ -85,14 +85,71 @@ pub enum Mode {
     SlowConsumer(SlowConsumerArgs),
 }
 
+/// In which order connections arrive in their rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Order {
+    /// Connection i joins room `i mod rooms`: every room fills a little at a time, as
+    /// when users arrive independently (the realistic case, and the default).
+    Interleaved,
+    /// Connection i joins room `i / per_room`: each room fills in one burst (the
+    /// friendliest case for presence coalescing).
+    Sequential,
+    /// Every room still gets `per_room` connections, in a shuffled order (fixed seed,
+    /// so runs compare).
+    Random,
+}
+
+impl Order {
+    /// The room of each of `connections` connections, `per_room` to a room (the last
+    /// room may have fewer).
+    pub fn rooms(self, connections: usize, per_room: usize) -> Vec<usize> {
+        let rooms = connections.div_ceil(per_room);
+        match self {
+            Order::Sequential => (0..connections).map(|i| i / per_room).collect(),
+            Order::Interleaved => {
+                // Round-robin over the rooms, skipping the ones already full, so that each
+                // room still gets its share when the last room is a short one.
+                let mut left: Vec<usize> = (0..rooms)
+                    .map(|r| per_room.min(connections - r * per_room))
+                    .collect();
+                let mut order = Vec::with_capacity(connections);
+                while order.len() < connections {
+                    for (room, left) in left.iter_mut().enumerate() {
+                        if *left > 0 {
+                            *left -= 1;
+                            order.push(room);
+                        }
+                    }
+                }
+                order
+            }
+            Order::Random => {
+                let mut order = Order::Sequential.rooms(connections, per_room);
+                // Fisher-Yates with xorshift64: no dependency for a fixed shuffle.
+                let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+                for i in (1..order.len()).rev() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    order.swap(i, (state % (i as u64 + 1)) as usize);
+                }
+                order
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// Connections to open (each joins one room).
     #[arg(long, default_value_t = 19_000, value_parser = |s: &str| count(s, 1))]
     pub connections: usize,
-    /// Connections per room: connection i joins `room:bench-<i / per_room>`.
+    /// Connections per room: rooms `room:bench-<r>`, each with this many members.
     #[arg(long, default_value_t = 100, value_parser = |s: &str| count(s, 1))]
     pub per_room: usize,
+    /// The order in which connections arrive in their rooms.
+    #[arg(long, value_enum, default_value_t = Order::Interleaved)]
+    pub order: Order,
     /// Most connections being set up (connect + upgrade + join) at once.
     #[arg(long, default_value_t = 500, value_parser = |s: &str| count(s, 1))]
     pub concurrency: usize,
@@ -231,6 +288,40 @@ fn rate(text: &str) -> Result<f64, String> {
 }
 
 #[cfg(test)]
+mod order_tests {
+    use super::Order;
+
+    fn per_room(order: &[usize]) -> Vec<usize> {
+        let mut counts = vec![0; order.iter().max().map_or(0, |m| m + 1)];
+        for &room in order {
+            counts[room] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn every_order_fills_each_room_with_its_share() {
+        for order in [Order::Interleaved, Order::Sequential, Order::Random] {
+            let rooms = order.rooms(1_050, 100);
+            assert_eq!(rooms.len(), 1_050, "{order:?}");
+            let mut expected = vec![100; 10];
+            expected.push(50);
+            assert_eq!(per_room(&rooms), expected, "{order:?}");
+        }
+        assert_eq!(Order::Interleaved.rooms(5, 2), [0, 1, 2, 0, 1]);
+        assert_eq!(Order::Sequential.rooms(5, 2), [0, 0, 1, 1, 2]);
+        assert_ne!(
+            Order::Random.rooms(1_000, 100),
+            Order::Sequential.rooms(1_000, 100)
+        );
+        assert_eq!(
+            Order::Random.rooms(1_000, 100),
+            Order::Random.rooms(1_000, 100)
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -238,6 +329,8 @@ mod tests {
     fn values_are_checked() {
         let parse = |args: &str| Cli::try_parse_from(args.split_whitespace());
         assert!(parse("b connect --per-room 1 --timeout-secs 1").is_ok());
+        assert!(parse("b connect --order sequential").is_ok());
+        assert!(parse("b connect --order sideways").is_err());
         for bad in [
             "b connect --per-room 0",
             "b --timeout-secs 0 connect",

@@ -1,5 +1,6 @@
 //! `connect`: opens `connections` WebSockets, at most `concurrency` setting up at once;
-//! connection i joins `room:bench-<i / per_room>` and waits for the ok reply. Measures
+//! each joins one of the rooms `room:bench-<r>` (`per_room` to a room, arriving in the
+//! `order` asked for: interleaved by default) and waits for the ok reply. Measures
 //! joins/s (first connect to last join reply) and join latency, then holds every
 //! connection for `hold_secs` while the server's RSS is sampled: baseline (before the
 //! first connect), peak, settled (end of the hold) and (settled − baseline) per
@@ -53,10 +54,11 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ConnectArgs) -> Result<Outcome> {
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let join_cpu = CpuMeter::start(pid);
-    let members = (0..args.connections).map(|i| {
+    let rooms_in_order = args.order.rooms(args.connections, args.per_room);
+    let members = rooms_in_order.into_iter().enumerate().map(|(i, room)| {
         let spec = Spec {
             user: format!("bench-{i}"),
-            topic: format!("room:bench-{}", i / args.per_room),
+            topic: format!("room:bench-{room}"),
         };
         (spec, Counts::default())
     });
@@ -92,9 +94,10 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ConnectArgs) -> Result<Outcome> {
     };
 
     out.line(format!(
-        "{} connections ({rooms} rooms of {}), concurrency {}: {} joined, {} failed in {:.2}s: {:.0} joins/s",
+        "{} connections ({rooms} rooms of {}, {:?} arrival), concurrency {}: {} joined, {} failed in {:.2}s: {:.0} joins/s",
         args.connections,
         args.per_room,
+        args.order,
         args.concurrency,
         setups.joined,
         setups.failed,
@@ -132,6 +135,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ConnectArgs) -> Result<Outcome> {
 
     out.set("connections", args.connections);
     out.set("per_room", args.per_room);
+    out.set("order", format!("{:?}", args.order).to_lowercase());
     out.set("rooms", rooms);
     out.set("concurrency", args.concurrency);
     out.set("joined", setups.joined);
