@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fluxwire::{Config, RunningServer};
 use serde_json::json;
-use support::{head, reply, start, start_with, Client};
+use support::{eventually, head, reply, start, start_with, Client};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -381,7 +381,7 @@ async fn leave_of_an_unjoined_topic_succeeds_quietly() {
         c.recv_json().await,
         reply(json!("4"), json!("5"), "echo:none", "ok", json!({}))
     );
-    c.expect_silence(Duration::from_millis(200)).await;
+    c.expect_nothing_pending().await;
     server.stop();
 }
 
@@ -466,7 +466,11 @@ async fn pushes_broadcasts_and_replies_keep_the_channels_order() {
     )
     .await;
     // B's join is subscribed (it subscribes before waiting) but not yet answered.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pubsub = server.services().pubsub.clone();
+    eventually("B's join to subscribe", || {
+        pubsub.subscriber_count("echo:order") == 2
+    })
+    .await;
     a.send(
         json!("1"),
         json!("2"),
@@ -698,7 +702,7 @@ async fn broadcast_from_skips_the_sender_only() {
         a.recv_json().await,
         reply(json!("1"), json!("2"), "echo:bf", "ok", json!({}))
     );
-    a.expect_silence(Duration::from_millis(200)).await;
+    a.expect_nothing_pending().await;
     server.stop();
 }
 
@@ -790,14 +794,10 @@ async fn connection_death_unsubscribes_its_channels() {
     b.join("echo:gone", "1", json!({})).await;
     assert_eq!(server.services().pubsub.subscriber_count("echo:gone"), 2);
     drop(b);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.services().pubsub.subscriber_count("echo:gone") != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "subscription outlived its connection"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the subscription to end with its connection", || {
+        server.services().pubsub.subscriber_count("echo:gone") == 1
+    })
+    .await;
     assert_eq!(server.services().sessions.len(), 1);
     a.send(json!("1"), json!("2"), "echo:gone", "phx_leave", json!({}))
         .await;
@@ -944,8 +944,11 @@ async fn broadcasts_during_a_slow_join(delay_ms: u64, count: u64) -> (RunningSer
         )
         .await;
     // The join subscribes before it waits; until its reply, broadcasts are held.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let pubsub = server.services().pubsub.clone();
+    eventually("the join to subscribe", || {
+        pubsub.subscriber_count("echo:held") == 1
+    })
+    .await;
     for i in 0..count {
         pubsub.broadcast("echo:held", "tick", json!({ "i": i }).into());
     }

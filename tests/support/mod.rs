@@ -263,11 +263,38 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives for `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.ws.next()).await {
-            panic!("expected silence, got {message:?}");
-        }
+    /// Asserts that nothing the server queued for this client before now is still
+    /// unread: a heartbeat's reply is the very next frame. A connection's frames leave
+    /// in the order they were queued (pushes, replies and broadcasts alike, through its
+    /// outlet), so anything queued before the heartbeat would arrive first. A close, a
+    /// broken connection or a timeout fails too. V2 clients only.
+    pub async fn expect_nothing_pending(&mut self) {
+        let marker = format!("pending-check-{}", uuid::Uuid::new_v4());
+        self.send(
+            json!(null),
+            json!(marker),
+            "phoenix",
+            "heartbeat",
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            self.recv_json().await,
+            reply(json!(null), json!(marker), "phoenix", "ok", json!({})),
+            "expected nothing before the heartbeat's reply"
+        );
+    }
+}
+
+/// Polls `check` every 5 ms for up to 5 s; fails naming `what` if it never holds.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
