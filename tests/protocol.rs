@@ -743,14 +743,16 @@ async fn bad_frames_close_with_clear_codes_and_spare_others() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_with_1001() {
+    const IDLE_MS: u64 = 300;
     let mut config = Config::ephemeral();
-    config.idle_timeout_ms = 300;
+    config.idle_timeout_ms = IDLE_MS;
     let server = start_with(config);
     let mut c = Client::v2(&server, "idle").await;
-    let started = std::time::Instant::now();
-    // Heartbeats keep it alive.
+    // Heartbeats every half timeout keep it alive past the timeout.
+    let mut last_sent = std::time::Instant::now();
     for i in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(IDLE_MS / 2)).await;
+        last_sent = std::time::Instant::now();
         c.send(
             json!(null),
             json!(i.to_string()),
@@ -759,10 +761,30 @@ async fn idle_connections_are_closed_with_1001() {
             json!({}),
         )
         .await;
-        c.recv_json().await;
+        assert_eq!(
+            c.recv_json().await,
+            reply(
+                json!(null),
+                json!(i.to_string()),
+                "phoenix",
+                "ok",
+                json!({})
+            )
+        );
     }
+    // Then silence: closed one timeout after the last message it received (which was
+    // sent at `last_sent`), not before, and not ten timeouts later. The upper bound has
+    // five timeouts of slack for a busy machine.
     assert_eq!(c.expect_close().await, 1001);
-    assert!(started.elapsed() >= Duration::from_millis(800));
+    let idle = last_sent.elapsed();
+    assert!(
+        idle >= Duration::from_millis(IDLE_MS),
+        "closed after {idle:?} of silence, before the {IDLE_MS} ms timeout"
+    );
+    assert!(
+        idle < Duration::from_millis(IDLE_MS * 5),
+        "closed after {idle:?} of silence, far past the {IDLE_MS} ms timeout"
+    );
     server.stop();
 }
 
