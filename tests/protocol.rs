@@ -573,6 +573,196 @@ async fn a_crash_ends_only_its_channel() {
     server.stop();
 }
 
+/// `c` still has `topic` joined with `join_ref`, and it answers.
+async fn still_answers(c: &mut Client, topic: &str, join_ref: &str) {
+    c.send(
+        json!(join_ref),
+        json!("alive?"),
+        topic,
+        "echo",
+        json!({"alive": true}),
+    )
+    .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(
+            json!(join_ref),
+            json!("alive?"),
+            topic,
+            "ok",
+            json!({"alive": true})
+        ),
+        "{topic} still answers"
+    );
+}
+
+/// `topic` is not joined on `c` (any more): a message on it is unmatched.
+async fn not_joined(c: &mut Client, topic: &str) {
+    c.send(json!(null), json!("gone?"), topic, "echo", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(
+            json!(null),
+            json!("gone?"),
+            topic,
+            "error",
+            json!({"reason": "unmatched topic"})
+        ),
+        "{topic} is not joined"
+    );
+}
+
+/// The `phx_error` a crashed instance's client gets.
+fn crashed(join_ref: &str, topic: &str) -> serde_json::Value {
+    json!([join_ref, join_ref, topic, "phx_error", {"reason": "channel_crash"}])
+}
+
+#[tokio::test]
+async fn a_panicking_constructor_refuses_the_join_and_spares_the_connection() {
+    let server = start();
+    let mut c = Client::v2(&server, "ctor").await;
+    c.join("echo:ok", "1", json!({})).await;
+    assert_eq!(
+        c.join("crash:now", "2", json!({})).await,
+        reply(
+            json!("2"),
+            json!("2"),
+            "crash:now",
+            "error",
+            json!({"reason": "join crashed"})
+        )
+    );
+    not_joined(&mut c, "crash:now").await;
+    still_answers(&mut c, "echo:ok", "1").await;
+    assert_eq!(c.join("echo:new", "3", json!({})).await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_an_asynchronous_join_refuses_it() {
+    let server = start();
+    let mut c = Client::v2(&server, "later-join").await;
+    c.join("echo:ok", "1", json!({})).await;
+    assert_eq!(
+        c.join("echo:cl", "2", json!({"crash_later": true})).await,
+        reply(
+            json!("2"),
+            json!("2"),
+            "echo:cl",
+            "error",
+            json!({"reason": "join crashed"})
+        )
+    );
+    // It had subscribed while it waited; the refusal took that back.
+    assert_eq!(server.services().pubsub.subscriber_count("echo:cl"), 0);
+    not_joined(&mut c, "echo:cl").await;
+    still_answers(&mut c, "echo:ok", "1").await;
+    assert_eq!(c.join("echo:cl", "3", json!({})).await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_an_asynchronous_reply_ends_only_its_channel() {
+    let server = start();
+    let mut c = Client::v2(&server, "later-reply").await;
+    c.join("echo:a", "1", json!({})).await;
+    c.join("echo:b", "2", json!({})).await;
+    c.send(json!("1"), json!("3"), "echo:a", "crash_later", json!({}))
+        .await;
+    // No reply to the push that crashed: the client's push times out, as in Phoenix.
+    assert_eq!(c.recv_json().await, crashed("1", "echo:a"));
+    assert_eq!(server.services().pubsub.subscriber_count("echo:a"), 0);
+    not_joined(&mut c, "echo:a").await;
+    still_answers(&mut c, "echo:b", "2").await;
+    assert_eq!(c.join("echo:a", "4", json!({})).await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_handle_info_ends_only_its_channel() {
+    let server = start();
+    let mut c = Client::v2(&server, "info-crash").await;
+    c.join("echo:a", "1", json!({})).await;
+    c.join("echo:b", "2", json!({})).await;
+    c.send(json!("1"), json!("3"), "echo:a", "crash_info", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("3"), "echo:a", "ok", json!({}))
+    );
+    assert_eq!(c.recv_json().await, crashed("1", "echo:a"));
+    not_joined(&mut c, "echo:a").await;
+    still_answers(&mut c, "echo:b", "2").await;
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_handle_out_ends_only_that_members_channel() {
+    let server = start();
+    let mut sender = Client::v2(&server, "sender").await;
+    let mut fragile = Client::v2(&server, "fragile").await;
+    let mut sturdy = Client::v2(&server, "sturdy").await;
+    sender.join("echo:out", "1", json!({})).await;
+    fragile.join("echo:out", "5", json!({})).await;
+    fragile.join("echo:other", "6", json!({})).await;
+    sturdy.join("echo:out", "7", json!({})).await;
+    sender
+        .send(
+            json!("1"),
+            json!("2"),
+            "echo:out",
+            "fragile",
+            json!({"crash_for": "fragile"}),
+        )
+        .await;
+    // The member whose handle_out panicked loses that channel only...
+    assert_eq!(fragile.recv_json().await, crashed("5", "echo:out"));
+    not_joined(&mut fragile, "echo:out").await;
+    still_answers(&mut fragile, "echo:other", "6").await;
+    // ...the others get the rewritten broadcast, and keep theirs.
+    let rewritten = |join_ref: &str, user: &str| {
+        json!([join_ref, null, "echo:out", "fragile",
+            {"censored": true, "original": {"crash_for": "fragile"}, "for": user}])
+    };
+    assert_eq!(sturdy.recv_json().await, rewritten("7", "sturdy"));
+    still_answers(&mut sturdy, "echo:out", "7").await;
+    let mut got = [sender.recv_json().await, sender.recv_json().await];
+    got.sort_by_key(|m| m[3].as_str().unwrap().to_owned());
+    assert_eq!(got[0], rewritten("1", "sender"));
+    assert_eq!(
+        got[1],
+        reply(json!("1"), json!("2"), "echo:out", "ok", json!({}))
+    );
+    assert_eq!(server.services().pubsub.subscriber_count("echo:out"), 2);
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_terminate_still_ends_the_instance_cleanly() {
+    let server = start();
+    let mut c = Client::v2(&server, "term").await;
+    c.join("echo:t", "1", json!({"crash_on_terminate": true}))
+        .await;
+    c.join("echo:keep", "2", json!({})).await;
+    c.send(json!("1"), json!("3"), "echo:t", "phx_leave", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("3"), "echo:t", "ok", json!({}))
+    );
+    assert_eq!(
+        c.recv_json().await,
+        json!(["1", "1", "echo:t", "phx_close", {}])
+    );
+    // What the framework cleans up after terminate is cleaned up all the same.
+    assert_eq!(server.services().pubsub.subscriber_count("echo:t"), 0);
+    not_joined(&mut c, "echo:t").await;
+    still_answers(&mut c, "echo:keep", "2").await;
+    assert_eq!(c.join("echo:t", "4", json!({})).await[4]["status"], "ok");
+    server.stop();
+}
+
 #[tokio::test]
 async fn a_channel_may_stop_itself() {
     let server = start();

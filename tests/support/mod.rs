@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fluxwire::{
     Assigns, Channel, ChannelContext, Config, ConnectInfo, Endpoint, JoinParams, Params, Payload,
-    Refused, Reply, Router, RunningServer, Socket, SocketHandler,
+    Reason, Refused, Reply, Router, RunningServer, Socket, SocketHandler,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -33,17 +33,33 @@ impl Socket for TestSocket {
     }
 }
 
-/// `echo:*`: the channel the phoenix.js tests (tests/js) and the Rust tests use.
-pub struct EchoChannel;
+/// `echo:*`: the channel the phoenix.js tests (tests/js) and the Rust tests use. Join
+/// parameters and events ask it to panic in each place the framework catches a panic:
+/// `join` (`crash`), an asynchronous join (`crash_later`), `handle_in` (`crash`), an
+/// asynchronous reply (`crash_later`), `handle_info` (`crash_info`), `handle_out` (a
+/// `fragile` broadcast naming the member's user) and `terminate` (joined with
+/// `crash_on_terminate`).
+#[derive(Default)]
+pub struct EchoChannel {
+    crash_on_terminate: bool,
+}
+
+/// Sent to a channel's own `handle_info` to make it panic there.
+struct CrashInInfo;
 
 impl Channel for EchoChannel {
     fn join(&mut self, params: &JoinParams, ctx: &mut ChannelContext<'_, Self>) -> Reply {
-        if params.get("refuse") == Some(&json!(true)) {
+        let asked = |key: &str| params.get(key) == Some(&json!(true));
+        if asked("refuse") {
             return Reply::reason("refused");
         }
-        if params.get("crash") == Some(&json!(true)) {
+        if asked("crash") {
             panic!("join asked to crash");
         }
+        if asked("crash_later") {
+            return Reply::later(async { panic!("the asynchronous join asked to crash") });
+        }
+        self.crash_on_terminate = asked("crash_on_terminate");
         let response = json!({"topic": ctx.topic(), "user": ctx.assigns().get_str("user")});
         match params.get("delay_ms").and_then(Value::as_u64) {
             Some(ms) => Reply::later(async move {
@@ -62,7 +78,7 @@ impl Channel for EchoChannel {
     ) -> Reply {
         match event {
             "echo" => Reply::Ok(payload),
-            "shout" | "bin_shout" | "censored" => {
+            "shout" | "bin_shout" | "censored" | "fragile" => {
                 ctx.broadcast(event, payload);
                 Reply::ok_empty()
             }
@@ -93,6 +109,14 @@ impl Channel for EchoChannel {
                 Reply::ok_empty()
             }
             "crash" => panic!("handle_in asked to crash"),
+            "crash_later" => Reply::later(async {
+                actix::clock::sleep(Duration::from_millis(10)).await;
+                panic!("the asynchronous reply asked to crash")
+            }),
+            "crash_info" => {
+                ctx.handle().send(CrashInInfo);
+                Reply::ok_empty()
+            }
             "info_me" => {
                 ctx.handle().send(payload);
                 Reply::ok_empty()
@@ -103,19 +127,32 @@ impl Channel for EchoChannel {
 
     /// Sends a message's payload back to the client as an `info` push.
     fn handle_info(&mut self, message: Box<dyn Any + Send>, ctx: &mut ChannelContext<'_, Self>) {
+        if message.is::<CrashInInfo>() {
+            panic!("handle_info asked to crash");
+        }
         if let Ok(payload) = message.downcast::<Payload>() {
             ctx.push("info", *payload);
         }
     }
 
-    /// `censored` broadcasts are rewritten per member instead of going out as shared
-    /// frames.
-    fn intercepts(&self) -> &'static [&'static str] {
-        &["censored"]
+    fn terminate(&mut self, _reason: Reason, _ctx: &mut ChannelContext<'_, Self>) {
+        if self.crash_on_terminate {
+            panic!("terminate asked to crash");
+        }
     }
 
+    /// `censored` and `fragile` broadcasts are rewritten per member instead of going out
+    /// as shared frames.
+    fn intercepts(&self) -> &'static [&'static str] {
+        &["censored", "fragile"]
+    }
+
+    /// A `fragile` broadcast whose `crash_for` names this member's user panics here.
     fn handle_out(&mut self, event: &str, payload: &Payload, ctx: &mut ChannelContext<'_, Self>) {
         let original = payload.as_json().cloned().unwrap_or_default();
+        if event == "fragile" && original.get("crash_for") == ctx.assigns().get("user") {
+            panic!("handle_out asked to crash");
+        }
         ctx.push(
             event,
             json!({"censored": true, "original": original, "for": ctx.assigns().get_str("user")}),
@@ -124,7 +161,11 @@ impl Channel for EchoChannel {
 }
 
 pub fn test_router() -> Router {
-    Router::new().channel("echo:*", |_topic: &str| EchoChannel)
+    Router::new()
+        .channel("echo:*", |_topic: &str| EchoChannel::default())
+        .channel("crash:*", |topic: &str| -> EchoChannel {
+            panic!("the constructor of {topic} asked to crash")
+        })
 }
 
 /// Starts the test application with `config`, mounted at `/socket` and `/status`, plus
