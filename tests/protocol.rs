@@ -328,6 +328,42 @@ async fn join_refusals() {
 }
 
 #[tokio::test]
+async fn a_connection_may_join_100_channels_by_default() {
+    // Config::ephemeral() has every flag's default, max_channels included.
+    let server = start();
+    let mut c = Client::v2(&server, "many").await;
+    for i in 0..100 {
+        let (topic, join_ref) = (format!("echo:many-{i}"), i.to_string());
+        let r = c.join(&topic, &join_ref, json!({})).await;
+        assert_eq!(r[4]["status"], "ok", "join {i}: {r}");
+    }
+    assert_eq!(
+        c.join("echo:one-too-many", "100", json!({})).await,
+        reply(
+            json!("100"),
+            json!("100"),
+            "echo:one-too-many",
+            "error",
+            json!({"reason": "too many channels joined"})
+        )
+    );
+    // A leave frees a place.
+    c.send(
+        json!("0"),
+        json!("101"),
+        "echo:many-0",
+        "phx_leave",
+        json!({}),
+    )
+    .await;
+    assert_eq!(c.recv_json().await[3], "phx_reply");
+    assert_eq!(c.recv_json().await[3], "phx_close");
+    let r = c.join("echo:one-too-many", "102", json!({})).await;
+    assert_eq!(r[4]["status"], "ok", "{r}");
+    server.stop();
+}
+
+#[tokio::test]
 async fn duplicate_join_closes_the_old_instance() {
     let server = start();
     let mut c = Client::v2(&server, "dup").await;
@@ -928,6 +964,52 @@ async fn bad_frames_close_with_clear_codes_and_spare_others() {
         .send(json!("1"), json!("2"), "echo:x", "echo", json!({}))
         .await;
     assert_eq!(bystander.recv_json().await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_in_several_frames_is_closed_with_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    const LIMIT: usize = 1024;
+    let mut config = Config::ephemeral();
+    config.max_frame_size = LIMIT;
+    let server = start_with(config);
+    // A heartbeat padded to `size` bytes, in three frames of which only the last is final
+    // when `finish` is set.
+    let in_pieces = |size: usize, msg_ref: &str, finish: bool| {
+        let bare = json!([null, msg_ref, "phoenix", "heartbeat", {"pad": ""}]).to_string();
+        let text =
+            json!([null, msg_ref, "phoenix", "heartbeat", {"pad": "x".repeat(size - bare.len())}])
+                .to_string();
+        assert_eq!(text.len(), size);
+        let third = size / 3;
+        let pieces = [&text[..third], &text[third..2 * third], &text[2 * third..]];
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+                let last = finish && i == 2;
+                Message::Frame(Frame::message(piece.as_bytes().to_vec(), opcode, last))
+            })
+            .collect::<Vec<_>>()
+    };
+    // Under the limit, the pieces make one message.
+    let mut c = Client::v2(&server, "pieces").await;
+    for frame in in_pieces(LIMIT - 24, "1", true) {
+        futures_util::SinkExt::send(&mut c.ws, frame).await.unwrap();
+    }
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!(null), json!("1"), "phoenix", "ok", json!({}))
+    );
+    // Over it, with no piece over it alone: closed with 1009 without waiting for the
+    // final frame (none is sent).
+    for frame in in_pieces(LIMIT + 300, "2", false) {
+        futures_util::SinkExt::send(&mut c.ws, frame).await.unwrap();
+    }
+    assert_eq!(c.expect_close().await, 1009);
     server.stop();
 }
 
