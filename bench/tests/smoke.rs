@@ -98,8 +98,20 @@ fn fanout() {
     assert_eq!(json["time_to_last_us"]["complete_messages"], 3);
     assert!(json["time_to_last_us"]["median"].as_u64().unwrap() > 0);
     assert_eq!(json["delivery_latency_us"]["count"], 300);
-    // Every member sees at least its own join in a diff.
-    assert!(num(&o, "presence_diffs_during_joins") >= 100.0);
+    // Every member sees at least its own join in a diff...
+    let diffs = num(&o, "presence_diffs_during_joins");
+    assert!(diffs >= 100.0, "{diffs} presence_diff frames");
+    // ...and no storm: diffs are coalesced per topic, at most one per 25 ms window
+    // (README, BENCHMARKS.md), so no member can receive more than there were windows
+    // from the first join to one window after the last; one more window is slack.
+    // Uncoalesced, each member gets one diff per later join: ~N²/2, 4,950 for 100.
+    let windows = num(&o, "joins_elapsed_us") / 25_000.0 + 2.0;
+    assert!(
+        diffs <= 100.0 * windows,
+        "{diffs} presence_diff frames for 100 members joining over {} windows of 25 ms: \
+         more than one per member per window, so not coalesced",
+        windows - 2.0
+    );
 }
 
 #[test]
