@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use fluxwire::{Config, RunningServer};
 use serde_json::{json, Value};
-use support::{reply, Client};
+use support::{eventually, reply, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -259,13 +259,29 @@ fn config_with(f: impl FnOnce(&mut Config)) -> Config {
     config
 }
 
-/// Polls `check` every 20 ms for up to 5 s.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// A poll the session is known to be holding. Two polls go out at once; the session
+/// answers the older one 204 as soon as it takes the newer (PROTOCOL.md §8.3), so once
+/// one of them has answered 204, well before the window ends, the other is waiting.
+/// Needs a window far longer than [`support::TIMEOUT`].
+async fn a_waiting_poll(lp: &LongPoll) -> tokio::task::JoinHandle<Value> {
+    let poll = || {
+        let (addr, url) = (lp.addr, lp.url());
+        tokio::spawn(async move { get(addr, &url, &[]).await.json() })
+    };
+    let (mut one, mut other) = (poll(), poll());
+    let answered = tokio::time::timeout(support::TIMEOUT, async {
+        tokio::select! {
+            body = &mut one => (body.unwrap(), other),
+            body = &mut other => (body.unwrap(), one),
+        }
+    })
+    .await;
+    let (body, waiting) = answered.expect("one of two polls answered before its window ended");
+    assert_eq!(
+        body,
+        json!({"status": 204, "token": lp.token, "messages": []})
+    );
+    waiting
 }
 
 // ---------------------------------------------------------------------------------------
@@ -582,27 +598,30 @@ async fn a_post_over_the_size_limit_is_413() {
 
 #[tokio::test]
 async fn a_second_poll_ends_the_waiting_one_with_204() {
-    let server = support::start_with(config_with(|c| c.longpoll_window_ms = 5_000));
+    let server = support::start_with(config_with(|c| c.longpoll_window_ms = 60_000));
     let lp = LongPoll::open(&server).await;
+    // Of two polls sent at once, one is answered 204 when the session takes the other
+    // (whichever it takes first)...
+    let waiting = a_waiting_poll(&lp).await;
+    // ...so now the order is known: a third poll is newer than the waiting one, which
+    // is answered 204 at once, long before its window ends.
     let (addr, url) = (lp.addr, lp.url());
-    let first = tokio::spawn(async move {
-        let started = Instant::now();
-        (get(addr, &url, &[]).await.json(), started.elapsed())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (addr, url) = (lp.addr, lp.url());
-    let second = tokio::spawn(async move { get(addr, &url, &[]).await.json() });
-    let (body, waited) = first.await.unwrap();
+    let newest = tokio::spawn(async move { get(addr, &url, &[]).await.json() });
+    let body = tokio::time::timeout(support::TIMEOUT, waiting)
+        .await
+        .expect("the older poll is answered when a newer one arrives")
+        .unwrap();
     assert_eq!(
         body,
         json!({"status": 204, "token": lp.token, "messages": []})
     );
-    assert!(waited < Duration::from_secs(3), "{waited:?}");
-    // The newer poll is the one that gets the next messages.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The newest poll is the one that gets the next messages.
     lp.send(&[json!(["1", "1", "echo:two", "phx_join", {}])])
         .await;
-    let body = second.await.unwrap();
+    let body = tokio::time::timeout(support::TIMEOUT, newest)
+        .await
+        .expect("the newest poll gets the join reply")
+        .unwrap();
     assert_eq!(body["status"], 200, "{body}");
     assert_eq!(body["messages"].as_array().unwrap().len(), 1);
     server.stop();
@@ -653,18 +672,21 @@ async fn a_session_without_polls_expires_and_its_channels_end() {
 
 #[tokio::test]
 async fn disconnecting_the_user_answers_the_waiting_poll_410() {
-    let server = support::start_with(config_with(|c| c.longpoll_window_ms = 5_000));
+    let server = support::start_with(config_with(|c| c.longpoll_window_ms = 60_000));
     let lp = LongPoll::open(&server).await;
     lp.join("echo:kick", "1").await;
-    let (addr, url) = (lp.addr, lp.url());
-    let waiting = tokio::spawn(async move { get(addr, &url, &[]).await.json() });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = a_waiting_poll(&lp).await;
     assert_eq!(server.services().connections.disconnect("bob"), 1);
-    let body = tokio::time::timeout(Duration::from_secs(2), waiting)
+    let body = tokio::time::timeout(support::TIMEOUT, waiting)
         .await
         .expect("answered at once")
         .unwrap();
-    assert_eq!(body["status"], 410, "{body}");
+    // The waiting poll itself, with its session's token (a handshake would bring a
+    // new one): "session gone".
+    assert_eq!(
+        body,
+        json!({"status": 410, "token": lp.token, "messages": []})
+    );
     let services = server.services().clone();
     eventually("the channel to end", || {
         services.pubsub.subscriber_count("echo:kick") == 0
@@ -698,13 +720,21 @@ async fn long_poll_and_websocket_clients_share_a_topic() {
 
     lp.send(&[json!(["1", "2", "echo:mixed", "shout", {"from": "lp"}])])
         .await;
-    // The WebSocket member sees its own shout and reply, then the long-poll one's shout.
-    let from_lp = json!([null, null, "echo:mixed", "shout", {"from": "lp"}]);
+    // The WebSocket member gets its own shout and reply, then the long-poll one's shout,
+    // and nothing else.
+    let mut got = Vec::new();
     for _ in 0..3 {
-        if ws.recv_json().await == from_lp {
-            break;
-        }
+        got.push(ws.recv_json().await);
     }
+    got.sort_by_key(Value::to_string);
+    let mut expected = vec![
+        json!([null, null, "echo:mixed", "shout", {"from": "ws"}]),
+        reply(json!("7"), json!("8"), "echo:mixed", "ok", json!({})),
+        json!([null, null, "echo:mixed", "shout", {"from": "lp"}]),
+    ];
+    expected.sort_by_key(Value::to_string);
+    assert_eq!(got, expected);
+    ws.expect_nothing_pending().await;
     let got = lp.messages(2).await;
     assert!(got.contains(&reply(
         json!("1"),

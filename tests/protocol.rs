@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fluxwire::{Config, RunningServer};
 use serde_json::json;
-use support::{head, reply, start, start_with, Client};
+use support::{eventually, head, reply, start, start_with, Client};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -327,6 +327,42 @@ async fn join_refusals() {
 }
 
 #[tokio::test]
+async fn a_connection_may_join_100_channels_by_default() {
+    // Config::ephemeral() has every flag's default, max_channels included.
+    let server = start();
+    let mut c = Client::v2(&server, "many").await;
+    for i in 0..100 {
+        let (topic, join_ref) = (format!("echo:many-{i}"), i.to_string());
+        let r = c.join(&topic, &join_ref, json!({})).await;
+        assert_eq!(r[4]["status"], "ok", "join {i}: {r}");
+    }
+    assert_eq!(
+        c.join("echo:one-too-many", "100", json!({})).await,
+        reply(
+            json!("100"),
+            json!("100"),
+            "echo:one-too-many",
+            "error",
+            json!({"reason": "too many channels joined"})
+        )
+    );
+    // A leave frees a place.
+    c.send(
+        json!("0"),
+        json!("101"),
+        "echo:many-0",
+        "phx_leave",
+        json!({}),
+    )
+    .await;
+    assert_eq!(c.recv_json().await[3], "phx_reply");
+    assert_eq!(c.recv_json().await[3], "phx_close");
+    let r = c.join("echo:one-too-many", "102", json!({})).await;
+    assert_eq!(r[4]["status"], "ok", "{r}");
+    server.stop();
+}
+
+#[tokio::test]
 async fn duplicate_join_closes_the_old_instance() {
     let server = start();
     let mut c = Client::v2(&server, "dup").await;
@@ -380,7 +416,7 @@ async fn leave_of_an_unjoined_topic_succeeds_quietly() {
         c.recv_json().await,
         reply(json!("4"), json!("5"), "echo:none", "ok", json!({}))
     );
-    c.expect_silence(Duration::from_millis(200)).await;
+    c.expect_nothing_pending().await;
     server.stop();
 }
 
@@ -465,7 +501,11 @@ async fn pushes_broadcasts_and_replies_keep_the_channels_order() {
     )
     .await;
     // B's join is subscribed (it subscribes before waiting) but not yet answered.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pubsub = server.services().pubsub.clone();
+    eventually("B's join to subscribe", || {
+        pubsub.subscriber_count("echo:order") == 2
+    })
+    .await;
     a.send(
         json!("1"),
         json!("2"),
@@ -565,6 +605,196 @@ async fn a_crash_ends_only_its_channel() {
     );
     // phoenix.js rejoins after a crash; that works.
     assert_eq!(c.join("echo:a", "6", json!({})).await[4]["status"], "ok");
+    server.stop();
+}
+
+/// `c` still has `topic` joined with `join_ref`, and it answers.
+async fn still_answers(c: &mut Client, topic: &str, join_ref: &str) {
+    c.send(
+        json!(join_ref),
+        json!("alive?"),
+        topic,
+        "echo",
+        json!({"alive": true}),
+    )
+    .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(
+            json!(join_ref),
+            json!("alive?"),
+            topic,
+            "ok",
+            json!({"alive": true})
+        ),
+        "{topic} still answers"
+    );
+}
+
+/// `topic` is not joined on `c` (any more): a message on it is unmatched.
+async fn not_joined(c: &mut Client, topic: &str) {
+    c.send(json!(null), json!("gone?"), topic, "echo", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(
+            json!(null),
+            json!("gone?"),
+            topic,
+            "error",
+            json!({"reason": "unmatched topic"})
+        ),
+        "{topic} is not joined"
+    );
+}
+
+/// The `phx_error` a crashed instance's client gets.
+fn crashed(join_ref: &str, topic: &str) -> serde_json::Value {
+    json!([join_ref, join_ref, topic, "phx_error", {"reason": "channel_crash"}])
+}
+
+#[tokio::test]
+async fn a_panicking_constructor_refuses_the_join_and_spares_the_connection() {
+    let server = start();
+    let mut c = Client::v2(&server, "ctor").await;
+    c.join("echo:ok", "1", json!({})).await;
+    assert_eq!(
+        c.join("crash:now", "2", json!({})).await,
+        reply(
+            json!("2"),
+            json!("2"),
+            "crash:now",
+            "error",
+            json!({"reason": "join crashed"})
+        )
+    );
+    not_joined(&mut c, "crash:now").await;
+    still_answers(&mut c, "echo:ok", "1").await;
+    assert_eq!(c.join("echo:new", "3", json!({})).await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_an_asynchronous_join_refuses_it() {
+    let server = start();
+    let mut c = Client::v2(&server, "later-join").await;
+    c.join("echo:ok", "1", json!({})).await;
+    assert_eq!(
+        c.join("echo:cl", "2", json!({"crash_later": true})).await,
+        reply(
+            json!("2"),
+            json!("2"),
+            "echo:cl",
+            "error",
+            json!({"reason": "join crashed"})
+        )
+    );
+    // It had subscribed while it waited; the refusal took that back.
+    assert_eq!(server.services().pubsub.subscriber_count("echo:cl"), 0);
+    not_joined(&mut c, "echo:cl").await;
+    still_answers(&mut c, "echo:ok", "1").await;
+    assert_eq!(c.join("echo:cl", "3", json!({})).await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_an_asynchronous_reply_ends_only_its_channel() {
+    let server = start();
+    let mut c = Client::v2(&server, "later-reply").await;
+    c.join("echo:a", "1", json!({})).await;
+    c.join("echo:b", "2", json!({})).await;
+    c.send(json!("1"), json!("3"), "echo:a", "crash_later", json!({}))
+        .await;
+    // No reply to the push that crashed: the client's push times out, as in Phoenix.
+    assert_eq!(c.recv_json().await, crashed("1", "echo:a"));
+    assert_eq!(server.services().pubsub.subscriber_count("echo:a"), 0);
+    not_joined(&mut c, "echo:a").await;
+    still_answers(&mut c, "echo:b", "2").await;
+    assert_eq!(c.join("echo:a", "4", json!({})).await[4]["status"], "ok");
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_handle_info_ends_only_its_channel() {
+    let server = start();
+    let mut c = Client::v2(&server, "info-crash").await;
+    c.join("echo:a", "1", json!({})).await;
+    c.join("echo:b", "2", json!({})).await;
+    c.send(json!("1"), json!("3"), "echo:a", "crash_info", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("3"), "echo:a", "ok", json!({}))
+    );
+    assert_eq!(c.recv_json().await, crashed("1", "echo:a"));
+    not_joined(&mut c, "echo:a").await;
+    still_answers(&mut c, "echo:b", "2").await;
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_handle_out_ends_only_that_members_channel() {
+    let server = start();
+    let mut sender = Client::v2(&server, "sender").await;
+    let mut fragile = Client::v2(&server, "fragile").await;
+    let mut sturdy = Client::v2(&server, "sturdy").await;
+    sender.join("echo:out", "1", json!({})).await;
+    fragile.join("echo:out", "5", json!({})).await;
+    fragile.join("echo:other", "6", json!({})).await;
+    sturdy.join("echo:out", "7", json!({})).await;
+    sender
+        .send(
+            json!("1"),
+            json!("2"),
+            "echo:out",
+            "fragile",
+            json!({"crash_for": "fragile"}),
+        )
+        .await;
+    // The member whose handle_out panicked loses that channel only...
+    assert_eq!(fragile.recv_json().await, crashed("5", "echo:out"));
+    not_joined(&mut fragile, "echo:out").await;
+    still_answers(&mut fragile, "echo:other", "6").await;
+    // ...the others get the rewritten broadcast, and keep theirs.
+    let rewritten = |join_ref: &str, user: &str| {
+        json!([join_ref, null, "echo:out", "fragile",
+            {"censored": true, "original": {"crash_for": "fragile"}, "for": user}])
+    };
+    assert_eq!(sturdy.recv_json().await, rewritten("7", "sturdy"));
+    still_answers(&mut sturdy, "echo:out", "7").await;
+    let mut got = [sender.recv_json().await, sender.recv_json().await];
+    got.sort_by_key(|m| m[3].as_str().unwrap().to_owned());
+    assert_eq!(got[0], rewritten("1", "sender"));
+    assert_eq!(
+        got[1],
+        reply(json!("1"), json!("2"), "echo:out", "ok", json!({}))
+    );
+    assert_eq!(server.services().pubsub.subscriber_count("echo:out"), 2);
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_panic_in_terminate_still_ends_the_instance_cleanly() {
+    let server = start();
+    let mut c = Client::v2(&server, "term").await;
+    c.join("echo:t", "1", json!({"crash_on_terminate": true}))
+        .await;
+    c.join("echo:keep", "2", json!({})).await;
+    c.send(json!("1"), json!("3"), "echo:t", "phx_leave", json!({}))
+        .await;
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!("1"), json!("3"), "echo:t", "ok", json!({}))
+    );
+    assert_eq!(
+        c.recv_json().await,
+        json!(["1", "1", "echo:t", "phx_close", {}])
+    );
+    // What the framework cleans up after terminate is cleaned up all the same.
+    assert_eq!(server.services().pubsub.subscriber_count("echo:t"), 0);
+    not_joined(&mut c, "echo:t").await;
+    still_answers(&mut c, "echo:keep", "2").await;
+    assert_eq!(c.join("echo:t", "4", json!({})).await[4]["status"], "ok");
     server.stop();
 }
 
@@ -697,7 +927,7 @@ async fn broadcast_from_skips_the_sender_only() {
         a.recv_json().await,
         reply(json!("1"), json!("2"), "echo:bf", "ok", json!({}))
     );
-    a.expect_silence(Duration::from_millis(200)).await;
+    a.expect_nothing_pending().await;
     server.stop();
 }
 
@@ -737,15 +967,63 @@ async fn bad_frames_close_with_clear_codes_and_spare_others() {
 }
 
 #[tokio::test]
-async fn idle_connections_are_closed_with_1001() {
+async fn a_message_over_the_limit_in_several_frames_is_closed_with_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    const LIMIT: usize = 1024;
     let mut config = Config::ephemeral();
-    config.idle_timeout_ms = 300;
+    config.max_frame_size = LIMIT;
+    let server = start_with(config);
+    // A heartbeat padded to `size` bytes, in three frames of which only the last is final
+    // when `finish` is set.
+    let in_pieces = |size: usize, msg_ref: &str, finish: bool| {
+        let bare = json!([null, msg_ref, "phoenix", "heartbeat", {"pad": ""}]).to_string();
+        let text =
+            json!([null, msg_ref, "phoenix", "heartbeat", {"pad": "x".repeat(size - bare.len())}])
+                .to_string();
+        assert_eq!(text.len(), size);
+        let third = size / 3;
+        let pieces = [&text[..third], &text[third..2 * third], &text[2 * third..]];
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+                let last = finish && i == 2;
+                Message::Frame(Frame::message(piece.as_bytes().to_vec(), opcode, last))
+            })
+            .collect::<Vec<_>>()
+    };
+    // Under the limit, the pieces make one message.
+    let mut c = Client::v2(&server, "pieces").await;
+    for frame in in_pieces(LIMIT - 24, "1", true) {
+        futures_util::SinkExt::send(&mut c.ws, frame).await.unwrap();
+    }
+    assert_eq!(
+        c.recv_json().await,
+        reply(json!(null), json!("1"), "phoenix", "ok", json!({}))
+    );
+    // Over it, with no piece over it alone: closed with 1009 without waiting for the
+    // final frame (none is sent).
+    for frame in in_pieces(LIMIT + 300, "2", false) {
+        futures_util::SinkExt::send(&mut c.ws, frame).await.unwrap();
+    }
+    assert_eq!(c.expect_close().await, 1009);
+    server.stop();
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_with_1001() {
+    const IDLE_MS: u64 = 300;
+    let mut config = Config::ephemeral();
+    config.idle_timeout_ms = IDLE_MS;
     let server = start_with(config);
     let mut c = Client::v2(&server, "idle").await;
-    let started = std::time::Instant::now();
-    // Heartbeats keep it alive.
+    // Heartbeats every half timeout keep it alive past the timeout.
+    let mut last_sent = std::time::Instant::now();
     for i in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(IDLE_MS / 2)).await;
+        last_sent = std::time::Instant::now();
         c.send(
             json!(null),
             json!(i.to_string()),
@@ -754,10 +1032,30 @@ async fn idle_connections_are_closed_with_1001() {
             json!({}),
         )
         .await;
-        c.recv_json().await;
+        assert_eq!(
+            c.recv_json().await,
+            reply(
+                json!(null),
+                json!(i.to_string()),
+                "phoenix",
+                "ok",
+                json!({})
+            )
+        );
     }
+    // Then silence: closed one timeout after the last message it received (which was
+    // sent at `last_sent`), not before, and not ten timeouts later. The upper bound has
+    // five timeouts of slack for a busy machine.
     assert_eq!(c.expect_close().await, 1001);
-    assert!(started.elapsed() >= Duration::from_millis(800));
+    let idle = last_sent.elapsed();
+    assert!(
+        idle >= Duration::from_millis(IDLE_MS),
+        "closed after {idle:?} of silence, before the {IDLE_MS} ms timeout"
+    );
+    assert!(
+        idle < Duration::from_millis(IDLE_MS * 5),
+        "closed after {idle:?} of silence, far past the {IDLE_MS} ms timeout"
+    );
     server.stop();
 }
 
@@ -789,14 +1087,10 @@ async fn connection_death_unsubscribes_its_channels() {
     b.join("echo:gone", "1", json!({})).await;
     assert_eq!(server.services().pubsub.subscriber_count("echo:gone"), 2);
     drop(b);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.services().pubsub.subscriber_count("echo:gone") != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "subscription outlived its connection"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the subscription to end with its connection", || {
+        server.services().pubsub.subscriber_count("echo:gone") == 1
+    })
+    .await;
     assert_eq!(server.services().connections.len(), 1);
     a.send(json!("1"), json!("2"), "echo:gone", "phx_leave", json!({}))
         .await;
@@ -943,8 +1237,11 @@ async fn broadcasts_during_a_slow_join(delay_ms: u64, count: u64) -> (RunningSer
         )
         .await;
     // The join subscribes before it waits; until its reply, broadcasts are held.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let pubsub = server.services().pubsub.clone();
+    eventually("the join to subscribe", || {
+        pubsub.subscriber_count("echo:held") == 1
+    })
+    .await;
     for i in 0..count {
         pubsub.broadcast("echo:held", "tick", json!({ "i": i }).into());
     }

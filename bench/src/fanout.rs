@@ -238,6 +238,8 @@ pub async fn run(ctx: &Arc<Ctx>, args: &FanoutArgs) -> Result<Outcome> {
     out.set("failed", setups.failed);
     out.set("errors", &setups.errors);
     out.set("joins_per_sec", round1(setups.joins_per_sec()));
+    // From the first connect to the last join reply: the span of the diffs counted next.
+    out.set("joins_elapsed_us", setups.elapsed().as_micros() as u64);
     out.set("join_latency_us", setups.latency.summary());
     out.set_cpu("join", &join_cpu);
     out.set("presence_diffs_during_joins", diffs_during_joins);

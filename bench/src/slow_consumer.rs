@@ -5,10 +5,14 @@
 //!
 //! Recorded: whether and when the server gave up on the slow connection, watched every
 //! 100 ms without reading it: the server side of its TCP connection in `/proc/net/tcp`
-//! (leaving ESTABLISHED means the server closed it, even when its FIN is still stuck
-//! behind unread data) and `poll(POLLRDHUP)` on the client side; at the end the slow
-//! socket is drained to see how it ended (close frame and code, EOF, reset, or still
-//! open). Also: the other members' delivery latency and loss, and the server's RSS over
+//! (leaving ESTABLISHED, or vanishing after it was listed, means the server closed it,
+//! even when its FIN is still stuck behind unread data; when the table cannot be read,
+//! nothing is concluded from it) and `poll(POLLRDHUP)` on the client side; at the end
+//! the slow socket is drained to see how it ended (close frame and code, EOF, reset, or
+//! still open). The server closed it only if one of these was seen; a close frame is
+//! reported only if one was read (a server that gives up on a client that never reads
+//! may drop the connection with its close frame still unsent: then the drain ends in
+//! EOF). Also: the other members' delivery latency and loss, and the server's RSS over
 //! time.
 
 use std::net::SocketAddr;
@@ -31,15 +35,22 @@ use crate::throughput::{
 use crate::wire;
 use crate::{Ctx, Error, Result};
 
+/// Most pushes the publisher has waiting for their reply.
+const PUBLISH_WINDOW: usize = 1_000;
+
 /// What was seen of the slow connection while the topic was broadcasting.
 #[derive(Debug, Default, Serialize)]
 struct Watch {
-    /// Milliseconds after the first publish when the server-side TCP socket left
-    /// ESTABLISHED, and the state it was in.
+    /// Milliseconds after the first publish when the server-side TCP socket was seen
+    /// to leave ESTABLISHED (or to vanish after it had been listed), and the state it
+    /// was in then.
     server_closed_at_ms: Option<u64>,
     server_state: Option<String>,
-    /// The server-side TCP state at the last look, before the drain.
+    /// The server-side TCP state at the last look, before the drain ("unwatched" when
+    /// `/proc/net/tcp` could not be read or the target is not IPv4).
     server_state_last: Option<String>,
+    /// Whether the server side was ever found in `/proc/net/tcp`.
+    server_side_listed: bool,
     /// Largest send queue of the server-side socket (bytes in the server's kernel).
     server_tx_queue_max: u64,
     /// Milliseconds after the first publish when the client side saw the peer hang up
@@ -87,7 +98,11 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
         user: format!("slow-pub-{}", ctx.run_id),
         topic: args.topic.clone(),
         rate: Some(args.rate),
-        window: ((args.rate * 10.0) as usize).max(1_000),
+        // Fewer unanswered pushes than a server's inbound limit per channel (fluxwire
+        // closes a connection with more than 1,024 waiting for one channel with 1008):
+        // the publisher must never be the client the server cuts off. A server slower
+        // than the rate paces the publisher instead (max_schedule_lag_us).
+        window: PUBLISH_WINDOW,
         duration: Duration::from_secs(args.duration_secs),
         pad_to: args.payload_bytes as usize,
         prefix: prefix.clone(),
@@ -150,9 +165,15 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
 
     // Now read what the slow socket holds, to see how it ended.
     let drained = drain(slow, &prefix, ctx.timeout).await;
+    // Only what was seen: the server side leaving ESTABLISHED, the client seeing the
+    // peer hang up, or the drain reading the end of the stream.
     let closed_by_server = seen.server_closed_at_ms.is_some()
         || seen.client_hup_at_ms.is_some()
         || drained.ended.is_some();
+    let close_frame = match drained.ended {
+        Some(Closed::Frame(code)) => Some(code),
+        _ => None,
+    };
 
     out.line(format!(
         "{} members on {} ({} normal joined, 1 slow), publisher at {}/s × {}s, bodies of {} characters",
@@ -180,11 +201,25 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
         drained.messages,
         mib(drained.bytes),
         last_sent_ms.map_or("-".into(), |t| format!("{t} ms")),
-        drained
-            .ended
-            .as_ref()
-            .map_or("still open (the server never closed it)".to_owned(), |c| c
-                .to_string())
+        drained.ended.as_ref().map_or_else(
+            || format!(
+                "still open ({})",
+                drained.error.as_deref().unwrap_or("nothing more for 1 s")
+            ),
+            |c| c.to_string()
+        )
+    ));
+    out.line(format!(
+        "slow member closed by the server: {}",
+        match (&drained.ended, closed_by_server) {
+            (Some(Closed::Frame(Some(code))), _) => format!("yes, close frame {code} read"),
+            (Some(Closed::Frame(None)), _) => "yes, close frame without a code read".into(),
+            (Some(Closed::Eof), _) =>
+                "yes, TCP EOF without a close frame (no close frame reached this client)".into(),
+            (Some(Closed::Reset), _) => "yes, TCP reset".into(),
+            (None, true) => "yes, seen in its TCP state, though the drain found it open".into(),
+            (None, false) => "no".into(),
+        }
     ));
     out.line(rss_line(
         &[("baseline", baseline), ("max", peak), ("end", end_rss)],
@@ -216,6 +251,13 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
     if !closed_by_server {
         out.problem("the server did not close the slow consumer");
     }
+    match close_frame {
+        Some(Some(1008)) | None => {}
+        Some(Some(code)) => out.problem(format!(
+            "the server closed the slow consumer with {code}, not 1008 (policy violation)"
+        )),
+        Some(None) => out.problem("the server closed the slow consumer without a close code"),
+    }
 
     out.set("members", args.members);
     out.set("topic", &args.topic);
@@ -233,6 +275,8 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
     out.set("order_violations", violations);
     out.set("latency_us", summary);
     out.set("slow_closed_by_server", closed_by_server);
+    // The code of the close frame the slow member read, if it read one.
+    out.set("slow_close_code", close_frame.flatten());
     out.set("slow_watch", &seen);
     out.set("slow_drained_messages", drained.messages);
     out.set("slow_drained_bytes", drained.bytes);
@@ -279,23 +323,31 @@ fn observe(
     if let Some(unread) = unread_bytes(fd) {
         seen.client_unread_max = seen.client_unread_max.max(unread);
     }
-    if let Some(local) = local {
-        match server_side(server, local) {
-            Some((state, tx_queue)) => {
-                seen.server_state_last = Some(tcp_state_name(state).to_owned());
-                seen.server_tx_queue_max = seen.server_tx_queue_max.max(tx_queue);
-                if state != 0x01 && seen.server_closed_at_ms.is_none() {
-                    seen.server_closed_at_ms = Some(now_ms);
-                    seen.server_state = Some(tcp_state_name(state).to_owned());
-                }
+    let Some(local) = local else {
+        seen.server_state_last = Some("unwatched".to_owned());
+        return;
+    };
+    match server_side(server, local) {
+        ServerSide::Listed { state, tx_queue } => {
+            seen.server_side_listed = true;
+            seen.server_state_last = Some(tcp_state_name(state).to_owned());
+            seen.server_tx_queue_max = seen.server_tx_queue_max.max(tx_queue);
+            if state != 0x01 && seen.server_closed_at_ms.is_none() {
+                seen.server_closed_at_ms = Some(now_ms);
+                seen.server_state = Some(tcp_state_name(state).to_owned());
             }
-            None => {
-                seen.server_state_last = Some("gone".to_owned());
-                if seen.server_closed_at_ms.is_none() && server.is_ipv4() {
-                    seen.server_closed_at_ms = Some(now_ms);
-                    seen.server_state = Some("gone".to_owned());
-                }
+        }
+        // Gone after it was listed: closed (and already released) by the server. Never
+        // listed: nothing can be concluded.
+        ServerSide::NotListed if seen.server_side_listed => {
+            seen.server_state_last = Some("gone".to_owned());
+            if seen.server_closed_at_ms.is_none() {
+                seen.server_closed_at_ms = Some(now_ms);
+                seen.server_state = Some("gone".to_owned());
             }
+        }
+        ServerSide::NotListed | ServerSide::Unwatched => {
+            seen.server_state_last = Some("unwatched".to_owned());
         }
     }
 }
@@ -318,37 +370,54 @@ fn unread_bytes(fd: RawFd) -> Option<u64> {
     ok.then_some(unread.max(0) as u64)
 }
 
-/// The server's end of the connection `server` ↔ `client` in `/proc/net/tcp`: its TCP
-/// state and send queue. `None` when not listed (gone) or not IPv4.
-fn server_side(server: SocketAddr, client: SocketAddr) -> Option<(u8, u64)> {
+/// What `/proc/net/tcp` says of the server's end of a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum ServerSide {
+    /// Listed, with its TCP state and send queue (bytes).
+    Listed { state: u8, tx_queue: u64 },
+    /// The table was read and the connection is not in it.
+    NotListed,
+    /// The table cannot be read or parsed, or the addresses are not IPv4.
+    Unwatched,
+}
+
+/// The server's end of the connection `server` ↔ `client` in `/proc/net/tcp`.
+fn server_side(server: SocketAddr, client: SocketAddr) -> ServerSide {
     let (SocketAddr::V4(server), SocketAddr::V4(client)) = (server, client) else {
-        return None;
+        return ServerSide::Unwatched;
     };
     let hex = |ip: std::net::Ipv4Addr, port: u16| {
         format!("{:08X}:{:04X}", u32::from_ne_bytes(ip.octets()), port)
     };
     let local = hex(*server.ip(), server.port());
     let remote = hex(*client.ip(), client.port());
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return ServerSide::Unwatched;
+    };
     for line in table.lines().skip(1) {
         let mut fields = line.split_whitespace();
-        let (_, l, r, st, queues) = (
-            fields.next()?,
-            fields.next()?,
-            fields.next()?,
-            fields.next()?,
-            fields.next()?,
-        );
+        let (Some(_), Some(l), Some(r), Some(st), Some(queues)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            return ServerSide::Unwatched;
+        };
         if l == local && r == remote {
-            let state = u8::from_str_radix(st, 16).ok()?;
-            let tx = queues
+            let state = u8::from_str_radix(st, 16).ok();
+            let tx_queue = queues
                 .split(':')
                 .next()
-                .and_then(|t| u64::from_str_radix(t, 16).ok())?;
-            return Some((state, tx));
+                .and_then(|t| u64::from_str_radix(t, 16).ok());
+            return match (state, tx_queue) {
+                (Some(state), Some(tx_queue)) => ServerSide::Listed { state, tx_queue },
+                _ => ServerSide::Unwatched,
+            };
         }
     }
-    None
+    ServerSide::NotListed
 }
 
 fn tcp_state_name(state: u8) -> &'static str {
@@ -413,15 +482,50 @@ async fn drain(mut conn: Conn, prefix: &str, limit: Duration) -> Drained {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     #[test]
-    fn finds_a_listed_connection() {
+    fn finds_a_listed_connection_and_sees_it_closed() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_server, _) = listener.accept().unwrap();
-        let (state, _) =
-            server_side(listener.local_addr().unwrap(), client.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let (at, from) = (listener.local_addr().unwrap(), client.local_addr().unwrap());
+        let ServerSide::Listed { state, .. } = server_side(at, from) else {
+            panic!("not listed: {:?}", server_side(at, from));
+        };
         assert_eq!(tcp_state_name(state), "ESTABLISHED");
+
+        let begin = Instant::now();
+        let mut seen = Watch::default();
+        observe(&mut seen, client.as_raw_fd(), Some(from), at, begin);
+        assert!(seen.server_side_listed);
+        assert_eq!(seen.server_closed_at_ms, None);
+        assert_eq!(seen.client_hup_at_ms, None);
+        // The server's end closes: it leaves ESTABLISHED, and the client sees a hang-up.
+        drop(server);
+        observe(&mut seen, client.as_raw_fd(), Some(from), at, begin);
+        assert!(seen.server_closed_at_ms.is_some(), "{seen:?}");
+        assert_ne!(seen.server_state.as_deref(), Some("ESTABLISHED"));
+        assert!(seen.client_hup_at_ms.is_some(), "{seen:?}");
+    }
+
+    #[test]
+    fn an_unknown_connection_is_not_taken_for_a_closed_one() {
+        let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut seen = Watch::default();
+        observe(
+            &mut seen,
+            client.as_raw_fd(),
+            Some(client.local_addr().unwrap()),
+            nobody,
+            Instant::now(),
+        );
+        assert!(!seen.server_side_listed);
+        assert_eq!(seen.server_closed_at_ms, None, "{seen:?}");
+        assert_eq!(seen.server_state_last.as_deref(), Some("unwatched"));
     }
 }

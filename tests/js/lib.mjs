@@ -223,6 +223,31 @@ export async function closeAll() {
   await Promise.all(list.map((s) => disconnect(s)));
 }
 
+/**
+ * Resolves once `check()` (sync or async) returns true, trying every `intervalMs`;
+ * rejects after `timeoutMs` naming `what` (a string, or a function evaluated then), or as
+ * soon as `check` throws.
+ */
+export function waitUntil(what, check, timeoutMs = DEFAULT_TIMEOUT_MS, intervalMs = 20) {
+  return track(what, timeoutMs, (resolve, reject) => {
+    let timer = null;
+    let stopped = false;
+    const attempt = async () => {
+      try {
+        if (await check()) return resolve(true);
+      } catch (e) {
+        return reject(e);
+      }
+      if (!stopped) timer = setTimeout(attempt, intervalMs);
+    };
+    attempt();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  });
+}
+
 /** Round-trip time (ms) of one heartbeat (`socket.ping`). */
 export function ping(socket, timeoutMs = DEFAULT_TIMEOUT_MS) {
   return track("heartbeat reply (socket.ping)", timeoutMs, (resolve, reject) => {

@@ -24,15 +24,16 @@ import {
   leave,
   push,
   show,
-  sleep,
   uniqueTopic,
   waitFor,
   waitForRejoin,
   waitForSocket,
+  waitUntil,
 } from "./lib.mjs";
 
 const T = { timeout: 30_000 };
-/** The servers' long-poll session timeout (tests/longpoll_js.rs). */
+/** The servers' long-poll window and session timeout (tests/longpoll_js.rs). */
+const WINDOW_MS = 1000;
 const SESSION_TIMEOUT_MS = 2000;
 
 /** A phoenix.js socket on the long-poll transport, open. */
@@ -169,10 +170,29 @@ test("lp 05 a session whose client stops polling expires; the client then rejoin
   const conn = socket.conn;
   const oldToken = conn.token;
   conn.poll = () => {};
-  await sleep(1000 /* window */ + SESSION_TIMEOUT_MS + 1000);
+
+  // Wait for the session to end: an (empty) POST does not count as a poll, so it can
+  // watch the session without keeping it alive; it is answered 410 once it is gone.
+  // At most the window (the poll in flight) plus the timeout, with generous slack.
+  const tokenUrl = `${longPollUrl()}?user=lp-frank&vsn=2.0.0&token=${oldToken}`;
+  await waitUntil(
+    `the session to expire (POSTs with its token answered 410)`,
+    async () => {
+      const res = await fetch(tokenUrl, {
+        method: "POST",
+        headers: { "Content-Type": "application/x-ndjson" },
+        body: "",
+      });
+      const status = (await res.json()).status;
+      assert.ok(status === 200 || status === 410, `POST to a live or gone session answered ${status}`);
+      return status === 410;
+    },
+    5 * (WINDOW_MS + SESSION_TIMEOUT_MS),
+    100,
+  );
 
   // The session is gone: its token opens a new session now.
-  const res = await fetch(`${longPollUrl()}?user=lp-frank&vsn=2.0.0&token=${oldToken}`);
+  const res = await fetch(tokenUrl);
   const body = await res.json();
   assert.equal(body.status, 410, show(body));
   assert.notEqual(body.token, oldToken);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fluxwire::{
     Assigns, Channel, ChannelContext, Config, ConnectInfo, Endpoint, JoinParams, Params, Payload,
-    Refused, Reply, Router, RunningServer, Socket, SocketHandler,
+    Reason, Refused, Reply, Router, RunningServer, Socket, SocketHandler,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -33,17 +33,33 @@ impl Socket for TestSocket {
     }
 }
 
-/// `echo:*`: the channel the phoenix.js tests (tests/js) and the Rust tests use.
-pub struct EchoChannel;
+/// `echo:*`: the channel the phoenix.js tests (tests/js) and the Rust tests use. Join
+/// parameters and events ask it to panic in each place the framework catches a panic:
+/// `join` (`crash`), an asynchronous join (`crash_later`), `handle_in` (`crash`), an
+/// asynchronous reply (`crash_later`), `handle_info` (`crash_info`), `handle_out` (a
+/// `fragile` broadcast naming the member's user) and `terminate` (joined with
+/// `crash_on_terminate`).
+#[derive(Default)]
+pub struct EchoChannel {
+    crash_on_terminate: bool,
+}
+
+/// Sent to a channel's own `handle_info` to make it panic there.
+struct CrashInInfo;
 
 impl Channel for EchoChannel {
     fn join(&mut self, params: &JoinParams, ctx: &mut ChannelContext<'_, Self>) -> Reply {
-        if params.get("refuse") == Some(&json!(true)) {
+        let asked = |key: &str| params.get(key) == Some(&json!(true));
+        if asked("refuse") {
             return Reply::reason("refused");
         }
-        if params.get("crash") == Some(&json!(true)) {
+        if asked("crash") {
             panic!("join asked to crash");
         }
+        if asked("crash_later") {
+            return Reply::later(async { panic!("the asynchronous join asked to crash") });
+        }
+        self.crash_on_terminate = asked("crash_on_terminate");
         let response = json!({"topic": ctx.topic(), "user": ctx.assigns().get_str("user")});
         match params.get("delay_ms").and_then(Value::as_u64) {
             Some(ms) => Reply::later(async move {
@@ -62,7 +78,7 @@ impl Channel for EchoChannel {
     ) -> Reply {
         match event {
             "echo" => Reply::Ok(payload),
-            "shout" | "bin_shout" | "censored" => {
+            "shout" | "bin_shout" | "censored" | "fragile" => {
                 ctx.broadcast(event, payload);
                 Reply::ok_empty()
             }
@@ -93,6 +109,14 @@ impl Channel for EchoChannel {
                 Reply::ok_empty()
             }
             "crash" => panic!("handle_in asked to crash"),
+            "crash_later" => Reply::later(async {
+                actix::clock::sleep(Duration::from_millis(10)).await;
+                panic!("the asynchronous reply asked to crash")
+            }),
+            "crash_info" => {
+                ctx.handle().send(CrashInInfo);
+                Reply::ok_empty()
+            }
             "info_me" => {
                 ctx.handle().send(payload);
                 Reply::ok_empty()
@@ -103,19 +127,32 @@ impl Channel for EchoChannel {
 
     /// Sends a message's payload back to the client as an `info` push.
     fn handle_info(&mut self, message: Box<dyn Any + Send>, ctx: &mut ChannelContext<'_, Self>) {
+        if message.is::<CrashInInfo>() {
+            panic!("handle_info asked to crash");
+        }
         if let Ok(payload) = message.downcast::<Payload>() {
             ctx.push("info", *payload);
         }
     }
 
-    /// `censored` broadcasts are rewritten per member instead of going out as shared
-    /// frames.
-    fn intercepts(&self) -> &'static [&'static str] {
-        &["censored"]
+    fn terminate(&mut self, _reason: Reason, _ctx: &mut ChannelContext<'_, Self>) {
+        if self.crash_on_terminate {
+            panic!("terminate asked to crash");
+        }
     }
 
+    /// `censored` and `fragile` broadcasts are rewritten per member instead of going out
+    /// as shared frames.
+    fn intercepts(&self) -> &'static [&'static str] {
+        &["censored", "fragile"]
+    }
+
+    /// A `fragile` broadcast whose `crash_for` names this member's user panics here.
     fn handle_out(&mut self, event: &str, payload: &Payload, ctx: &mut ChannelContext<'_, Self>) {
         let original = payload.as_json().cloned().unwrap_or_default();
+        if event == "fragile" && original.get("crash_for") == ctx.assigns().get("user") {
+            panic!("handle_out asked to crash");
+        }
         ctx.push(
             event,
             json!({"censored": true, "original": original, "for": ctx.assigns().get_str("user")}),
@@ -124,7 +161,11 @@ impl Channel for EchoChannel {
 }
 
 pub fn test_router() -> Router {
-    Router::new().channel("echo:*", |_topic: &str| EchoChannel)
+    Router::new()
+        .channel("echo:*", |_topic: &str| EchoChannel::default())
+        .channel("crash:*", |topic: &str| -> EchoChannel {
+            panic!("the constructor of {topic} asked to crash")
+        })
 }
 
 /// Starts the test application with `config`, mounted at `/socket` and `/status`, plus
@@ -263,11 +304,38 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives for `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.ws.next()).await {
-            panic!("expected silence, got {message:?}");
-        }
+    /// Asserts that nothing the server queued for this client before now is still
+    /// unread: a heartbeat's reply is the very next frame. A connection's frames leave
+    /// in the order they were queued (pushes, replies and broadcasts alike, through its
+    /// outlet), so anything queued before the heartbeat would arrive first. A close, a
+    /// broken connection or a timeout fails too. V2 clients only.
+    pub async fn expect_nothing_pending(&mut self) {
+        let marker = format!("pending-check-{}", uuid::Uuid::new_v4());
+        self.send(
+            json!(null),
+            json!(marker),
+            "phoenix",
+            "heartbeat",
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            self.recv_json().await,
+            reply(json!(null), json!(marker), "phoenix", "ok", json!({})),
+            "expected nothing before the heartbeat's reply"
+        );
+    }
+}
+
+/// Polls `check` every 5 ms for up to 5 s; fails naming `what` if it never holds.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
