@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::cluster::{default_node_id, ClusterConfig, ClusterUrl};
 use crate::transport::origin::OriginPolicy;
 
 /// fluxwire: a Phoenix Channels server. phoenix.js connects to it unchanged.
@@ -92,6 +93,31 @@ pub struct Config {
     /// themselves live in memory either way; a client whose session is gone reconnects.
     #[arg(long, env = "FLUXWIRE_SECRET_KEY_BASE", hide_env_values = true, value_parser = SecretKeyBase::parse)]
     pub secret_key_base: Option<SecretKeyBase>,
+
+    /// Join a cluster of fluxwire nodes through Redis, `redis://HOST:PORT[/DB]`: every
+    /// node that uses the same Redis and the same prefix serves one set of topics.
+    /// Without it, one node and no Redis.
+    #[arg(long, env = "FLUXWIRE_CLUSTER", value_parser = ClusterUrl::parse)]
+    pub cluster: Option<ClusterUrl>,
+
+    /// Prefix of the cluster's Redis channels and keys: clusters sharing one Redis
+    /// stay apart.
+    #[arg(long, env = "FLUXWIRE_CLUSTER_PREFIX", default_value = "fluxwire", value_parser = non_empty)]
+    pub cluster_prefix: String,
+
+    /// This node's name in the cluster, unique in it (default: `node-<pid>-<random>`).
+    #[arg(long, env = "FLUXWIRE_NODE_ID", value_parser = non_empty)]
+    pub node_id: Option<String>,
+}
+
+/// A value that must not be empty once trimmed.
+fn non_empty(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(value.to_owned())
+    }
 }
 
 /// Which transports the socket mounts serve (`--transports`).
@@ -172,6 +198,16 @@ impl Config {
 
     pub fn longpoll_timeout(&self) -> Duration {
         Duration::from_millis(self.longpoll_timeout_ms)
+    }
+
+    /// The cluster to join, if `--cluster` is set.
+    pub fn cluster_config(&self) -> Option<ClusterConfig> {
+        let url = self.cluster.clone()?;
+        Some(ClusterConfig {
+            url,
+            prefix: self.cluster_prefix.clone(),
+            node_id: self.node_id.clone().unwrap_or_else(default_node_id),
+        })
     }
 
     /// Defaults for a server embedded in a program or a test: an ephemeral port on

@@ -24,6 +24,7 @@ use actix_web::{web, App, HttpResponse};
 use socket2::{Domain, Type};
 
 use crate::close::Close;
+use crate::cluster::{self, Engine};
 use crate::config::Config;
 use crate::pubsub::PubSub;
 use crate::registry::Connections;
@@ -165,6 +166,12 @@ impl Endpoint {
         let services = Services::default();
         let SocketHandler { socket, router } = (self.build)(&services);
         let config = self.config;
+        // Before the first subscriber, so that pubsub relays every topic from the start.
+        let health = web::Data::new(Health {
+            cluster: config
+                .cluster_config()
+                .map(|cluster| cluster::join(cluster, &services.pubsub)),
+        });
         let static_dir = config.static_dir.clone();
         if !static_dir.is_dir() {
             log::warn!(
@@ -220,7 +227,8 @@ impl Endpoint {
             let shared = app_shared.clone();
             let mut app = App::new()
                 .app_data(web::Data::new(shared.clone()))
-                .route("/health", web::get().to(health));
+                .app_data(health.clone())
+                .route("/health", web::get().to(health_check));
             for mount in &shared.mounts.paths {
                 // A transport left out of `--transports` answers 404.
                 let ws = web::resource(format!("{mount}/websocket"));
@@ -310,8 +318,23 @@ struct Bound {
     transport: Arc<Shared>,
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+/// What `/health` reports besides "ok".
+struct Health {
+    cluster: Option<Arc<dyn Engine>>,
+}
+
+/// `{"status": "ok"}`; in a cluster also this node's id and the cluster's state
+/// (docs/contract.md, Cluster).
+async fn health_check(health: web::Data<Health>) -> HttpResponse {
+    let body = match &health.cluster {
+        None => serde_json::json!({"status": "ok"}),
+        Some(engine) => serde_json::json!({
+            "status": "ok",
+            "node": engine.node_id(),
+            "cluster": engine.status(),
+        }),
+    };
+    HttpResponse::Ok().json(body)
 }
 
 /// Stops the server: no new connections, every connection closed with

@@ -19,6 +19,7 @@ mod agent; // state actors like Elixir's Agent, for the application's stores
 mod outlet; // one client's ordered way out; the Outbox a transport implements
 mod pubsub; // topic -> subscribers; fan-out of pre-encoded broadcasts into outlets
 mod presence; // who is on a topic: presence_state, coalesced presence_diff
+mod cluster; // several nodes as one: the engine boundary, and Redis behind it
 mod channel; // the Channel API, and the actor that runs one joined topic
 mod router; // topic pattern -> channel
 mod registry; // live connections, to close them from outside
@@ -33,6 +34,7 @@ pub use channel::{
     Subscription,
 };
 pub use close::Close;
+pub use cluster::{ClusterConfig, ClusterStatus, ClusterUrl};
 pub use config::{Config, SecretKeyBase, Transports};
 pub use endpoint::{Endpoint, RunningServer, Services, SocketHandler};
 pub use message::Payload;

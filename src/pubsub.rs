@@ -11,7 +11,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use actix::WeakRecipient;
 
@@ -39,6 +39,17 @@ pub(crate) struct Intercept {
     pub channel: WeakRecipient<Intercepted>,
 }
 
+/// Where broadcasts go beyond this process: a cluster engine, set once at start. Without
+/// one (a single node) nothing on the broadcast path pays for it but one load.
+pub(crate) trait Relay: Send + Sync {
+    /// A broadcast published on this node, after its local delivery; it must not block
+    /// (it is called from the publisher's thread).
+    fn publish(&self, topic: &str, event: &str, payload: &Payload);
+    /// This node's first subscriber to `topic` came (`true`), or its last one left: the
+    /// engine need only bring this node the topics it serves.
+    fn interest(&self, topic: &str, on: bool);
+}
+
 /// A broadcast that a subscriber intercepts, sent to it instead of to its client.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
@@ -54,6 +65,7 @@ struct Inner {
     shards: Vec<RwLock<HashMap<Arc<str>, Subscribers>>>,
     hasher: RandomState,
     stats: Arc<Counters>,
+    relay: OnceLock<Arc<dyn Relay>>,
 }
 
 #[derive(Default)]
@@ -89,6 +101,7 @@ impl PubSub {
                 shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
                 hasher: RandomState::new(),
                 stats: Arc::default(),
+                relay: OnceLock::new(),
             }),
         }
     }
@@ -98,14 +111,24 @@ impl PubSub {
         &self.inner.shards[index]
     }
 
+    /// Sends every broadcast published here on through `relay` too, and asks it for the
+    /// topics subscribed here. Set once, before any subscriber; `false` if one was set.
+    pub(crate) fn set_relay(&self, relay: Arc<dyn Relay>) -> bool {
+        self.inner.relay.set(relay).is_ok()
+    }
+
     /// Subscribes a channel instance to the topic's broadcasts. Subscribing the same
     /// instance twice is harmless.
     pub(crate) fn subscribe(&self, topic: &Arc<str>, instance: InstanceId, subscriber: Subscriber) {
         let mut table = write(self.shard(topic));
-        table
-            .entry(topic.clone())
-            .or_default()
-            .insert(instance, subscriber);
+        let subscribers = table.entry(topic.clone()).or_default();
+        if subscribers.is_empty() {
+            // Under the lock, so the relay hears of interest in the table's order.
+            if let Some(relay) = self.inner.relay.get() {
+                relay.interest(topic, true);
+            }
+        }
+        subscribers.insert(instance, subscriber);
     }
 
     pub fn unsubscribe(&self, topic: &str, instance: InstanceId) {
@@ -114,6 +137,9 @@ impl PubSub {
             subscribers.remove(&instance);
             if subscribers.is_empty() {
                 table.remove(topic);
+                if let Some(relay) = self.inner.relay.get() {
+                    relay.interest(topic, false);
+                }
             }
         }
     }
@@ -148,6 +174,19 @@ impl PubSub {
         }
     }
 
+    /// A broadcast that another node published: delivered to this node's subscribers
+    /// only, never relayed again.
+    pub(crate) fn deliver_remote(&self, topic: &str, event: &str, payload: Payload) -> usize {
+        self.inner.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
+        let table = read(self.shard(topic));
+        let Some(subscribers) = table.get(topic) else {
+            return 0;
+        };
+        let encodes = self.inner.stats.encodes.clone();
+        let frame = Arc::new(BroadcastFrame::new(topic, event, payload, encodes));
+        self.deliver(subscribers, None, &frame)
+    }
+
     fn fan_out(
         &self,
         except: Option<InstanceId>,
@@ -156,12 +195,30 @@ impl PubSub {
         payload: Payload,
     ) -> usize {
         self.inner.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
+        let relay = self.inner.relay.get();
         let table = read(self.shard(topic));
-        let Some(subscribers) = table.get(topic) else {
+        let subscribers = table.get(topic);
+        if subscribers.is_none() && relay.is_none() {
             return 0;
-        };
+        }
         let encodes = self.inner.stats.encodes.clone();
         let frame = Arc::new(BroadcastFrame::new(topic, event, payload, encodes));
+        let delivered =
+            subscribers.map_or(0, |subscribers| self.deliver(subscribers, except, &frame));
+        drop(table);
+        if let Some(relay) = relay {
+            relay.publish(topic, event, frame.payload());
+        }
+        delivered
+    }
+
+    fn deliver(
+        &self,
+        subscribers: &Subscribers,
+        except: Option<InstanceId>,
+        frame: &Arc<BroadcastFrame>,
+    ) -> usize {
+        let event = frame.event();
         // The shard's read lock stays held over the loop: an outlet never waits (it
         // queues, and at most makes a non-blocking write), and cloning 19,000
         // subscribers out would cost more than the subscribes to this shard that wait
@@ -177,7 +234,7 @@ impl PubSub {
                     .upgrade()
                     .map(|channel| channel.do_send(Intercepted(frame.clone())))
                     .is_some(),
-                _ => subscriber.outlet.deliver(instance, &frame),
+                _ => subscriber.outlet.deliver(instance, frame),
             };
             delivered += usize::from(reached);
         }
