@@ -6,7 +6,7 @@
 //! The one engine today is Redis (`cluster/redis.rs`); another (NATS) implements the same
 //! trait. Without a cluster no engine exists and pubsub stays in-process. Must not know
 //! channels or sessions: broadcasts come in through pubsub's relay and go back out
-//! through [`PubSub::deliver_remote`](crate::pubsub::PubSub).
+//! through [`PubSub::broadcast_here`](crate::pubsub::PubSub).
 
 mod redis;
 

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::message::Payload;
 use crate::outlet::{InstanceId, Outlet, Sender};
-use crate::pubsub::PubSub;
+use crate::pubsub::{PubSub, Replica};
 
 /// How long changes on a quiet topic gather before one `presence_diff` carries them all.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(25);
@@ -39,6 +39,10 @@ struct Inner {
     pubsub: PubSub,
     window: Duration,
     topics: Mutex<HashMap<Arc<str>, TopicPresence>>,
+    /// This presence's number among pubsub's replicas: the same on every node.
+    replica: usize,
+    /// The other nodes whose metas are held here, by the number their metas carry.
+    nodes: Mutex<Vec<Arc<str>>>,
 }
 
 #[derive(Default)]
@@ -57,8 +61,16 @@ type Meta = Arc<RawValue>;
 
 /// One tracked meta.
 struct TrackedMeta {
-    instance: InstanceId,
+    owner: Owner,
     meta: Meta,
+}
+
+/// Whose meta it is: a channel instance of this node, or another node's (in a cluster).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    Local(InstanceId),
+    /// The node's number in [`Inner::nodes`].
+    Remote(u32),
 }
 
 #[derive(Default, serde::Serialize)]
@@ -139,21 +151,25 @@ impl Presence {
         Self::with_window(pubsub, DEFAULT_WINDOW)
     }
 
+    /// Presence with another base window. In a cluster, every node must create its
+    /// presences in the same order: each replicates to the one of the same number.
     pub fn with_window(pubsub: &PubSub, window: Duration) -> Self {
         Presence {
-            inner: Arc::new(Inner {
-                pubsub: pubsub.clone(),
-                window,
-                topics: Mutex::default(),
+            inner: Arc::new_cyclic(|me: &Weak<Inner>| {
+                let replica: Weak<dyn Replica> = me.clone();
+                Inner {
+                    pubsub: pubsub.clone(),
+                    window,
+                    topics: Mutex::default(),
+                    replica: pubsub.add_replica(replica),
+                    nodes: Mutex::default(),
+                }
             }),
         }
     }
 
     fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, TopicPresence>> {
-        self.inner
-            .topics
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.topics()
     }
 
     /// The current state of `topic`, as `presence_state` would carry it.
@@ -176,83 +192,68 @@ impl Presence {
     ) -> (Payload, Option<Duration>) {
         meta.insert("phx_ref".into(), Value::String(fresh_phx_ref()));
         let meta = encoded(&meta);
-        let mut topics = self.topics();
-        let presence = topics.entry(topic.clone()).or_default();
-        presence
-            .state
-            .entry(key.to_owned())
-            .or_default()
-            .push(TrackedMeta {
-                instance,
-                meta: meta.clone(),
-            });
-        let schedule = self.flush_due(presence);
-        let pending = presence.pending.get_or_insert_with(Diff::default);
-        pending.joins.entry(key.to_owned()).or_default().push(meta);
-        (Payload::Encoded(presence.state()), schedule)
-    }
-
-    /// When a change comes to a topic with no flush scheduled: the window to wait. A
-    /// change that follows the last flush within its window means the topic is busy, and
-    /// the window doubles; after a quiet spell it is back to the base.
-    fn flush_due(&self, presence: &mut TopicPresence) -> Option<Duration> {
-        if presence.pending.is_some() {
-            return None;
-        }
-        let base = self.inner.window;
-        let busy = presence
-            .last_flush
-            .is_some_and(|last| last.elapsed() < presence.window);
-        presence.window = if busy {
-            (presence.window * 2).min(base * MAX_WINDOW_FACTOR)
-        } else {
-            base
+        let (state, schedule) = {
+            let mut topics = self.topics();
+            let presence = topics.entry(topic.clone()).or_default();
+            let schedule = presence.join(&self.inner, Owner::Local(instance), key, meta.clone());
+            (Payload::Encoded(presence.state()), schedule)
         };
-        Some(presence.window)
+        let inner = &self.inner;
+        inner
+            .pubsub
+            .replicate(inner.replica, || change(Change::Join, topic, key, &meta));
+        (state, schedule)
     }
 
     /// Removes the meta of `instance` under `key`.
     fn untrack(&self, topic: &str, instance: InstanceId, key: &str) {
-        let schedule = {
+        let (left, schedule) = {
             let mut topics = self.topics();
             let Some(presence) = topics.get_mut(topic) else {
                 return;
             };
-            let Some(metas) = presence.state.get_mut(key) else {
+            let owned = |m: &TrackedMeta| m.owner == Owner::Local(instance);
+            let Some(left) = presence.leave(&self.inner, key, owned) else {
                 return;
             };
-            let Some(index) = metas.iter().position(|m| m.instance == instance) else {
-                return;
-            };
-            let left = metas.remove(index);
-            if metas.is_empty() {
-                presence.state.remove(key);
-            }
-            let schedule = self.flush_due(presence);
-            let pending = presence.pending.get_or_insert_with(Diff::default);
-            pending
-                .leaves
-                .entry(key.to_owned())
-                .or_default()
-                .push(left.meta);
-            schedule
+            left
         };
+        let inner = &self.inner;
+        inner
+            .pubsub
+            .replicate(inner.replica, || change(Change::Leave, topic, key, &left));
         if let Some(window) = schedule {
-            self.schedule_flush(topic.into(), window);
+            inner.schedule_flush(topic.into(), window);
         }
     }
 
     fn schedule_flush(&self, topic: Arc<str>, window: Duration) {
-        let presence = self.clone();
+        self.inner.schedule_flush(topic, window);
+    }
+
+    #[cfg(test)]
+    fn flush(&self, topic: &str) {
+        self.inner.flush(topic);
+    }
+}
+
+impl Inner {
+    fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, TopicPresence>> {
+        lock(&self.topics)
+    }
+
+    fn schedule_flush(self: &Arc<Self>, topic: Arc<str>, window: Duration) {
+        let inner = self.clone();
         actix::spawn(async move {
             actix::clock::sleep(window).await;
-            presence.flush(&topic);
+            inner.flush(&topic);
         });
     }
 
-    /// Broadcasts the changes gathered on `topic` as one `presence_diff`. A join and a
-    /// leave of the same meta may share it: phoenix.js applies joins first, so the meta
-    /// ends up gone, as it should (its `phx_ref` is never tracked again).
+    /// Broadcasts the changes gathered on `topic` as one `presence_diff` to this node's
+    /// members (every node makes its own). A join and a leave of the same meta may share
+    /// it: phoenix.js applies joins first, so the meta ends up gone, as it should (its
+    /// `phx_ref` is never tracked again).
     fn flush(&self, topic: &str) {
         let diff = {
             let mut topics = self.topics();
@@ -267,14 +268,236 @@ impl Presence {
             diff
         };
         if let Some(diff) = diff {
-            self.inner
-                .pubsub
-                .broadcast(topic, "presence_diff", diff.to_payload());
+            self.pubsub
+                .broadcast_here(topic, "presence_diff", diff.to_payload());
+        }
+    }
+
+    /// The number of `node` among the other nodes held here.
+    fn node_number(&self, node: &str) -> u32 {
+        let mut nodes = lock(&self.nodes);
+        match nodes.iter().position(|known| &**known == node) {
+            Some(at) => at as u32,
+            None => {
+                nodes.push(node.into());
+                (nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Runs `f` on `topic`'s presence, then schedules its flush if one came due.
+    fn change_topic(
+        self: &Arc<Self>,
+        topic: &str,
+        f: impl FnOnce(&mut TopicPresence) -> Option<Duration>,
+    ) {
+        let schedule = {
+            let mut topics = self.topics();
+            let presence = match topics.get_mut(topic) {
+                Some(presence) => presence,
+                None => topics.entry(topic.into()).or_default(),
+            };
+            f(presence)
+        };
+        if let Some(window) = schedule {
+            self.schedule_flush(topic.into(), window);
         }
     }
 }
 
+impl Replica for Inner {
+    fn apply(self: Arc<Self>, node: &str, bytes: &[u8]) {
+        let Ok(entry) = serde_json::from_slice::<Entry<'_>>(bytes) else {
+            return log::warn!("presence: an unreadable change from node {node:?} dropped");
+        };
+        let owner = Owner::Remote(self.node_number(node));
+        let (topic, key, meta) = (&*entry.1, &*entry.2, entry.3);
+        match entry.0 {
+            Change::Join => self.change_topic(topic, |presence| {
+                let known = presence.metas(key).any(|m| m.meta.get() == meta.get());
+                (!known)
+                    .then(|| presence.join(&self, owner, key, meta.to_owned().into()))
+                    .flatten()
+            }),
+            Change::Leave => self.change_topic(topic, |presence| {
+                let same = |m: &TrackedMeta| m.owner == owner && m.meta.get() == meta.get();
+                presence
+                    .leave(&self, key, same)
+                    .and_then(|(_, schedule)| schedule)
+            }),
+        }
+    }
+
+    fn replace(self: Arc<Self>, node: &str, snapshot: &[u8]) {
+        let Ok(entries) = serde_json::from_slice::<Vec<Entry<'_>>>(snapshot) else {
+            return log::warn!("presence: an unreadable snapshot from node {node:?} dropped");
+        };
+        let owner = Owner::Remote(self.node_number(node));
+        // What the node no longer has leaves; what it has and was not known joins.
+        let mut kept: HashMap<&str, Vec<(&str, &RawValue)>> = HashMap::new();
+        for Entry(_, topic, key, meta) in &entries {
+            kept.entry(topic).or_default().push((key, meta));
+        }
+        let held: Vec<Arc<str>> = self.topics().keys().cloned().collect();
+        for topic in held {
+            let now = kept.remove(&*topic).unwrap_or_default();
+            self.change_topic(&topic, |presence| presence.replace(&self, owner, &now));
+        }
+        for (topic, now) in kept {
+            self.change_topic(topic, |presence| presence.replace(&self, owner, &now));
+        }
+    }
+
+    fn forget(self: Arc<Self>, node: &str) {
+        self.replace(node, b"[]");
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let topics = self.topics();
+        let mut entries = Vec::new();
+        for (topic, presence) in topics.iter() {
+            for (key, metas) in &presence.state {
+                for tracked in metas.iter().filter(|m| matches!(m.owner, Owner::Local(_))) {
+                    entries.push(Entry(
+                        Change::Join,
+                        topic.as_ref().into(),
+                        key.as_str().into(),
+                        &tracked.meta,
+                    ));
+                }
+            }
+        }
+        serde_json::to_vec(&entries).expect("presence entries always serialize")
+    }
+}
+
+/// Which change a replicated entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum Change {
+    #[serde(rename = "j")]
+    Join,
+    #[serde(rename = "l")]
+    Leave,
+}
+
+/// One replicated change, `[change, topic, key, meta]`; a snapshot is a list of joins.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry<'a>(
+    Change,
+    #[serde(borrow)] std::borrow::Cow<'a, str>,
+    #[serde(borrow)] std::borrow::Cow<'a, str>,
+    #[serde(borrow)] &'a RawValue,
+);
+
+fn change(change: Change, topic: &str, key: &str, meta: &RawValue) -> Vec<u8> {
+    serde_json::to_vec(&Entry(change, topic.into(), key.into(), meta))
+        .expect("a presence entry always serializes")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves presence as consistent as any one change.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl TopicPresence {
+    /// Adds `meta` under `key` for `owner`; the window to flush after, if one came due.
+    fn join(&mut self, inner: &Inner, owner: Owner, key: &str, meta: Meta) -> Option<Duration> {
+        self.state
+            .entry(key.to_owned())
+            .or_default()
+            .push(TrackedMeta {
+                owner,
+                meta: meta.clone(),
+            });
+        let schedule = self.flush_due(inner.window);
+        let pending = self.pending.get_or_insert_with(Diff::default);
+        pending.joins.entry(key.to_owned()).or_default().push(meta);
+        schedule
+    }
+
+    /// Removes the first meta under `key` that `which` picks: the meta, and the window to
+    /// flush after if one came due.
+    fn leave(
+        &mut self,
+        inner: &Inner,
+        key: &str,
+        which: impl Fn(&TrackedMeta) -> bool,
+    ) -> Option<(Meta, Option<Duration>)> {
+        let metas = self.state.get_mut(key)?;
+        let index = metas.iter().position(which)?;
+        let left = metas.remove(index);
+        if metas.is_empty() {
+            self.state.remove(key);
+        }
+        let schedule = self.flush_due(inner.window);
+        let pending = self.pending.get_or_insert_with(Diff::default);
+        pending
+            .leaves
+            .entry(key.to_owned())
+            .or_default()
+            .push(left.meta.clone());
+        Some((left.meta, schedule))
+    }
+
+    /// Makes `owner`'s metas exactly `now` (key, meta): leaves for the others, joins for
+    /// the new ones.
+    fn replace(
+        &mut self,
+        inner: &Inner,
+        owner: Owner,
+        now: &[(&str, &RawValue)],
+    ) -> Option<Duration> {
+        let mut schedule = None;
+        let gone: Vec<(String, Meta)> = self
+            .state
+            .iter()
+            .flat_map(|(key, metas)| metas.iter().map(move |m| (key, m)))
+            .filter(|(key, m)| {
+                m.owner == owner
+                    && !now
+                        .iter()
+                        .any(|(k, meta)| k == key && meta.get() == m.meta.get())
+            })
+            .map(|(key, m)| (key.clone(), m.meta.clone()))
+            .collect();
+        for (key, meta) in gone {
+            let same = |m: &TrackedMeta| m.owner == owner && m.meta.get() == meta.get();
+            if let Some((_, due)) = self.leave(inner, &key, same) {
+                schedule = schedule.or(due);
+            }
+        }
+        for (key, meta) in now {
+            if !self.metas(key).any(|m| m.meta.get() == meta.get()) {
+                schedule = schedule.or(self.join(inner, owner, key, (*meta).to_owned().into()));
+            }
+        }
+        schedule
+    }
+
+    fn metas<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a TrackedMeta> + 'a {
+        self.state.get(key).into_iter().flatten()
+    }
+
+    /// When a change comes to a topic with no flush scheduled: the window to wait. A
+    /// change that follows the last flush within its window means the topic is busy, and
+    /// the window doubles; after a quiet spell it is back to the base.
+    fn flush_due(&mut self, base: Duration) -> Option<Duration> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let busy = self
+            .last_flush
+            .is_some_and(|last| last.elapsed() < self.window);
+        self.window = if busy {
+            (self.window * 2).min(base * MAX_WINDOW_FACTOR)
+        } else {
+            base
+        };
+        Some(self.window)
+    }
+
     /// The `presence_state` payload: the whole current state.
     fn state(&self) -> Arc<RawValue> {
         struct State<'a>(&'a BTreeMap<String, Vec<TrackedMeta>>);
@@ -432,6 +655,59 @@ mod tests {
             Some(base),
             "a change after a quiet spell waits the base"
         );
+    }
+
+    #[actix::test]
+    async fn another_nodes_changes_apply_once_and_a_snapshot_replaces_its_part() {
+        let presence = Presence::new(&PubSub::new());
+        let inner = presence.inner.clone();
+        let topic: Arc<str> = "room:a".into();
+        presence.track(&topic, InstanceId::next(), "local", meta(0));
+        let remote = |key: &str, n: u64| {
+            let meta = to_raw_value(&json!({"phx_ref": format!("R{n}")})).unwrap();
+            change(Change::Join, "room:a", key, &meta)
+        };
+        let keys = |presence: &Presence| -> Vec<String> {
+            let listed = presence.list("room:a");
+            let mut keys: Vec<String> = listed.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        inner.clone().apply("n2", &remote("bob", 1));
+        inner.clone().apply("n2", &remote("bob", 1));
+        assert_eq!(keys(&presence), ["bob", "local"]);
+        assert_eq!(
+            presence.list("room:a")["bob"]["metas"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let snapshot: Vec<u8> = {
+            let carol = to_raw_value(&json!({"phx_ref": "R2"})).unwrap();
+            serde_json::to_vec(&[Entry(Change::Join, "room:a".into(), "carol".into(), &carol)])
+                .unwrap()
+        };
+        inner.clone().replace("n2", &snapshot);
+        assert_eq!(
+            keys(&presence),
+            ["carol", "local"],
+            "bob left, carol joined"
+        );
+
+        let ours: Vec<serde_json::Value> = serde_json::from_slice(&inner.snapshot()).unwrap();
+        assert_eq!(
+            ours.len(),
+            1,
+            "a snapshot holds this node's part only: {ours:?}"
+        );
+        assert_eq!(ours[0][2], "local");
+
+        inner.clone().forget("n2");
+        assert_eq!(keys(&presence), ["local"]);
+        inner.clone().apply("n3", b"not json");
+        assert_eq!(keys(&presence), ["local"]);
     }
 
     #[actix::test]

@@ -11,7 +11,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use actix::WeakRecipient;
 
@@ -48,6 +48,25 @@ pub(crate) trait Relay: Send + Sync {
     /// This node's first subscriber to `topic` came (`true`), or its last one left: the
     /// engine need only bring this node the topics it serves.
     fn interest(&self, topic: &str, on: bool);
+    /// A change of this node's [`Replica`] number `replica`, for every other node, in
+    /// the order given; it must not block.
+    fn replicate(&self, replica: usize, change: Vec<u8>);
+}
+
+/// State that every node holds a copy of and each node changes only for its own part
+/// (presence): the cluster engine hands it the other nodes' changes. Registered with
+/// [`PubSub::add_replica`], in the same order on every node.
+pub(crate) trait Replica: Send + Sync {
+    /// A change `node` made (as its [`Relay::replicate`] sent it); applying one twice
+    /// changes nothing.
+    fn apply(self: Arc<Self>, node: &str, change: &[u8]);
+    /// `node`'s whole part, replacing what was held of it (as [`Replica::snapshot`] made
+    /// it there).
+    fn replace(self: Arc<Self>, node: &str, snapshot: &[u8]);
+    /// `node` is gone: its part is dropped.
+    fn forget(self: Arc<Self>, node: &str);
+    /// This node's whole part.
+    fn snapshot(&self) -> Vec<u8>;
 }
 
 /// A broadcast that a subscriber intercepts, sent to it instead of to its client.
@@ -66,6 +85,8 @@ struct Inner {
     hasher: RandomState,
     stats: Arc<Counters>,
     relay: OnceLock<Arc<dyn Relay>>,
+    /// Weak: a replica (presence) holds this pubsub, and must not be kept by it.
+    replicas: Mutex<Vec<Weak<dyn Replica>>>,
 }
 
 #[derive(Default)]
@@ -102,6 +123,7 @@ impl PubSub {
                 hasher: RandomState::new(),
                 stats: Arc::default(),
                 relay: OnceLock::new(),
+                replicas: Mutex::default(),
             }),
         }
     }
@@ -174,9 +196,32 @@ impl PubSub {
         }
     }
 
-    /// A broadcast that another node published: delivered to this node's subscribers
-    /// only, never relayed again.
-    pub(crate) fn deliver_remote(&self, topic: &str, event: &str, payload: Payload) -> usize {
+    /// Registers state replicated across nodes; returns its number, for
+    /// [`PubSub::replicate`].
+    pub(crate) fn add_replica(&self, replica: Weak<dyn Replica>) -> usize {
+        let mut replicas = lock(&self.inner.replicas);
+        replicas.push(replica);
+        replicas.len() - 1
+    }
+
+    /// The replicas still alive, by number.
+    pub(crate) fn replicas(&self) -> Vec<Option<Arc<dyn Replica>>> {
+        lock(&self.inner.replicas)
+            .iter()
+            .map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Sends a change of replica `replica` to the other nodes, if in a cluster.
+    pub(crate) fn replicate(&self, replica: usize, change: impl FnOnce() -> Vec<u8>) {
+        if let Some(relay) = self.inner.relay.get() {
+            relay.replicate(replica, change());
+        }
+    }
+
+    /// Delivers a broadcast to this node's subscribers only, never relayed: one another
+    /// node published, or one each node makes for its own members (presence diffs).
+    pub(crate) fn broadcast_here(&self, topic: &str, event: &str, payload: Payload) -> usize {
         self.inner.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
         let table = read(self.shard(topic));
         let Some(subscribers) = table.get(topic) else {
@@ -244,6 +289,12 @@ impl PubSub {
             .fetch_add(delivered as u64, Ordering::Relaxed);
         delivered
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Locks survive a panicking holder: the table holds no invariant a panic could break.

@@ -200,6 +200,10 @@ struct Member {
         Message,
     >,
     bodies: mpsc::UnboundedReceiver<String>,
+    /// The `presence_state` pushed after the join.
+    presence_state: Value,
+    /// `+user` and `-user` for each join and leave in the `presence_diff`s received.
+    diffs: mpsc::UnboundedReceiver<String>,
     /// Received since the last clear.
     seen: Vec<String>,
     /// Everything received.
@@ -218,13 +222,25 @@ impl Member {
         let join = json!(["1", "1", topic, "phx_join", {}]).to_string();
         sink.send(Message::text(join)).await.unwrap();
         let (joined_tx, mut joined) = mpsc::unbounded_channel();
+        let (state_tx, mut state) = mpsc::unbounded_channel();
         let (bodies_tx, bodies) = mpsc::unbounded_channel();
+        let (diffs_tx, diffs) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(Ok(Message::Text(text))) = stream.next().await {
                 let frame: Value = serde_json::from_str(&text).unwrap();
                 match frame[3].as_str() {
                     Some("phx_reply") if frame[1] == json!("1") => {
                         let _ = joined_tx.send(frame[4]["status"].clone());
+                    }
+                    Some("presence_state") => {
+                        let _ = state_tx.send(frame[4].clone());
+                    }
+                    Some("presence_diff") => {
+                        for (side, sign) in [("joins", '+'), ("leaves", '-')] {
+                            for user in frame[4][side].as_object().unwrap().keys() {
+                                let _ = diffs_tx.send(format!("{sign}{user}"));
+                            }
+                        }
                     }
                     Some("new_msg") => {
                         let _ = bodies_tx.send(frame[4]["body"].as_str().unwrap().to_owned());
@@ -235,9 +251,15 @@ impl Member {
         });
         let status = tokio::time::timeout(TIMEOUT, joined.recv()).await.unwrap();
         assert_eq!(status, Some(json!("ok")), "{user} joins {topic}");
+        let presence_state = tokio::time::timeout(TIMEOUT, state.recv())
+            .await
+            .expect("presence_state after the join")
+            .unwrap();
         Member {
             sink,
             bodies,
+            presence_state,
+            diffs,
             seen: Vec::new(),
             all: Vec::new(),
             next_ref: 2,
@@ -253,6 +275,26 @@ impl Member {
             .send(Message::text(push.to_string()))
             .await
             .unwrap();
+    }
+
+    /// Waits for a `presence_diff` carrying `change` (`+user` or `-user`).
+    async fn diff(&mut self, change: &str) {
+        let wait = async {
+            while let Some(seen) = self.diffs.recv().await {
+                if seen == change {
+                    return;
+                }
+            }
+            panic!("the connection ended");
+        };
+        tokio::time::timeout(TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no presence_diff with {change}"));
+    }
+
+    /// Closes the connection (the reader half would keep it open if only dropped).
+    async fn close(mut self) {
+        let _ = self.sink.send(Message::Close(None)).await;
     }
 
     /// Takes what has arrived so far.
@@ -448,5 +490,80 @@ async fn a_node_killed_without_a_word_leaves_the_count() {
         killed.elapsed() < Duration::from_secs(10),
         "{:?}",
         killed.elapsed()
+    );
+}
+
+/// The users a fresh joiner on `node` finds in `topic`'s presence.
+async fn present(node: &Node, topic: &str) -> Vec<String> {
+    let observer = Member::join(node, &format!("observer{}", free_port()), topic).await;
+    let mut users: Vec<String> = observer
+        .presence_state
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|user| !user.starts_with("observer"))
+        .cloned()
+        .collect();
+    users.sort();
+    users
+}
+
+/// Waits until a fresh joiner on every node finds exactly `users` in `topic`.
+async fn everyone_sees(nodes: &[&Node], topic: &str, users: &[&str]) {
+    for node in nodes {
+        let deadline = Deadline::new(&format!("{} to list {users:?} on {topic}", node.addr));
+        while present(node, topic).await != users {
+            deadline.pause().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_is_the_union_of_every_nodes_members_and_survives_faults() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let prefix = format!("t{}", free_port());
+    let a = Node::start(&redis, "a", &prefix).await;
+    let b = Node::start(&redis, "b", &prefix).await;
+    let mut c = Node::start(&redis, "c", &prefix).await;
+    for node in [&a, &b, &c] {
+        node.sees(3).await;
+    }
+    let topic = "room:presence";
+    let mut alice = Member::join(&a, "alice", topic).await;
+    let mut bob = Member::join(&b, "bob", topic).await;
+    let _carol = Member::join(&c, "carol", topic).await;
+    everyone_sees(&[&a, &b, &c], topic, &["alice", "bob", "carol"]).await;
+    // Members already there hear of the others' joins as diffs.
+    alice.diff("+bob").await;
+    alice.diff("+carol").await;
+
+    // A node that dies without a word: its users leave everywhere within 10 s.
+    let killed = Instant::now();
+    c.child.kill().await.unwrap();
+    everyone_sees(&[&a, &b], topic, &["alice", "bob"]).await;
+    bob.diff("-carol").await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
+
+    // Redis restarted while users come and go: exact again once it is back.
+    redis.stop().await;
+    for node in [&a, &b] {
+        let deadline = Deadline::new("the node to notice Redis is gone");
+        while node.health().await["cluster"]["connected"] != json!(false) {
+            deadline.pause().await;
+        }
+    }
+    alice.close().await;
+    let _dave = Member::join(&b, "dave", topic).await;
+    redis.restart().await;
+    everyone_sees(&[&a, &b], topic, &["bob", "dave"]).await;
+    assert!(
+        a.log_lines("is gone") == 1 && b.log_lines("is gone") == 1,
+        "a Redis outage is not taken for the death of the other node"
     );
 }
