@@ -11,6 +11,7 @@ pub(crate) mod listener;
 pub(crate) mod longpoll;
 pub(crate) mod origin;
 pub(crate) mod websocket;
+mod ws_inbound;
 mod ws_outbox;
 
 use std::net::SocketAddr;
