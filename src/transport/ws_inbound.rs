@@ -5,7 +5,13 @@
 //! [`Incoming`] messages, or the [`Close`] a violation calls for; after a violation it
 //! reads nothing more. Must not answer anything nor know what a message means: the
 //! connection (`websocket.rs`) decides what each message or failure calls for.
-//! Between messages it holds no buffer.
+//!
+//! What a connection holds is bounded here. The codec checks a frame's size only once
+//! the whole frame has arrived, so a header declaring 2 GiB had the server buffer all
+//! of it: each header is read first, and a frame (or a continuation, counting the
+//! fragments before it) declaring more than the limit is refused at once with 1009. A
+//! frame larger than one read is read up to its end and no further, so the read buffer
+//! never holds more than the largest frame allowed. Between messages it holds no buffer.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -64,10 +70,65 @@ pub(crate) struct Reader<R> {
     eof: bool,
     /// A violation was reported: nothing more is read.
     failed: bool,
+    /// The most the read buffer has held, for the tests.
+    #[cfg(test)]
+    peak: usize,
 }
 
-/// Bytes read from the socket per read call.
+/// Bytes read from the socket per read call, at most.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// The longest frame header: two bytes, a 64-bit length, a 4-byte masking key.
+const MAX_HEADER: usize = 14;
+
+/// The longest payload of a control frame (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// What a frame's header declares, read before the frame itself is buffered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    opcode: u8,
+    /// The header's own length, masking key included.
+    len: usize,
+    payload_len: u64,
+}
+
+impl Header {
+    /// The header at the start of `buf`, once its length field is complete. `None`
+    /// before that, and for a header the codec refuses from its first two bytes anyway
+    /// (reserved bits, an unmasked frame, an unknown opcode).
+    fn peek(buf: &[u8]) -> Option<Header> {
+        let (&first, &second) = (buf.first()?, buf.get(1)?);
+        let opcode = first & 0x0f;
+        let known = matches!(opcode, 0x0..=0x2 | 0x8..=0xa);
+        if first & 0x70 != 0 || second & 0x80 == 0 || !known {
+            return None;
+        }
+        let (payload_len, len) = match second & 0x7f {
+            126 => (
+                u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+                4,
+            ),
+            127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?), 10),
+            short => (u64::from(short), 2),
+        };
+        Some(Header {
+            opcode,
+            len: len + 4,
+            payload_len,
+        })
+    }
+
+    fn is_control(self) -> bool {
+        self.opcode & 0x8 != 0
+    }
+
+    /// The whole frame's length; only called once the payload is known to be within
+    /// the limit.
+    fn frame_len(self) -> usize {
+        self.len + usize::try_from(self.payload_len).unwrap_or(usize::MAX - self.len)
+    }
+}
 
 impl<R: AsyncRead + Unpin> Reader<R> {
     /// A reader of messages up to `max_message` bytes; `early` holds bytes already read
@@ -81,6 +142,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             fragments: None,
             eof: false,
             failed: false,
+            #[cfg(test)]
+            peak: 0,
         }
     }
 
@@ -90,6 +153,52 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         self.buf = BytesMut::new();
         self.fragments = None;
         Poll::Ready(Some(Err(error)))
+    }
+
+    /// Refuses the frame `header` announces if it breaks a limit: a control frame over
+    /// 125 bytes, a data frame over the message limit, or a continuation that would take
+    /// its message over it.
+    fn check(&self, header: Header) -> Result<(), ReadError> {
+        let declared = header.payload_len;
+        if header.is_control() {
+            if declared > MAX_CONTROL_PAYLOAD {
+                let why = format_args!("a control frame declaring {declared} bytes");
+                return Err(ReadError::refused(Close::PROTOCOL_ERROR, why));
+            }
+            return Ok(());
+        }
+        let max = self.max_message;
+        let before = match (header.opcode, &self.fragments) {
+            (0x0, Some(fragments)) => fragments.data.len(),
+            _ => 0,
+        };
+        if (before as u64).saturating_add(declared) > max as u64 {
+            let why = if before > 0 {
+                format!("a fragment declaring {declared} bytes after {before}, over {max}")
+            } else {
+                format!("a frame declaring {declared} bytes, over {max}")
+            };
+            return Err(ReadError::refused(Close::TOO_BIG, why));
+        }
+        Ok(())
+    }
+
+    /// How many bytes the next read may take. A frame larger than a read is read up to
+    /// its end and no further (its room reserved once, exactly), so the buffer holds at
+    /// most one frame of the largest size allowed.
+    fn room(&mut self) -> usize {
+        let Some(header) = Header::peek(&self.buf) else {
+            return READ_CHUNK;
+        };
+        let frame_len = header.frame_len();
+        debug_assert!(frame_len <= self.max_message.max(125) + MAX_HEADER);
+        if frame_len <= READ_CHUNK {
+            return READ_CHUNK;
+        }
+        if self.buf.capacity() < frame_len {
+            self.buf.reserve(frame_len - self.buf.len());
+        }
+        (frame_len - self.buf.len()).min(READ_CHUNK)
     }
 
     /// What one decoded frame gives: a message, or nothing yet (a fragment).
@@ -190,6 +299,11 @@ impl<R: AsyncRead + Unpin> futures_core::Stream for Reader<R> {
                 // The connection is closing; its close frame ends it.
                 return Poll::Pending;
             }
+            if let Some(header) = Header::peek(&this.buf) {
+                if let Err(error) = this.check(header) {
+                    return this.fail(error);
+                }
+            }
             if !this.buf.is_empty() {
                 match this.codec.decode(&mut this.buf) {
                     Ok(Some(frame)) => match this.frame(frame) {
@@ -207,12 +321,19 @@ impl<R: AsyncRead + Unpin> futures_core::Stream for Reader<R> {
             if this.eof {
                 return Poll::Ready(None);
             }
+            let room = this.room();
             // Not zeroed: the socket writes what is read.
             let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut read = ReadBuf::uninit(&mut chunk);
+            let mut read = ReadBuf::uninit(&mut chunk[..room]);
             match Pin::new(&mut this.io).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => this.eof = true,
-                Poll::Ready(Ok(())) => this.buf.extend_from_slice(read.filled()),
+                Poll::Ready(Ok(())) => {
+                    this.buf.extend_from_slice(read.filled());
+                    #[cfg(test)]
+                    {
+                        this.peak = this.peak.max(this.buf.capacity());
+                    }
+                }
                 Poll::Ready(Err(error)) => return this.fail(ReadError::Gone(error)),
                 Poll::Pending => {
                     if this.buf.is_empty() {
@@ -248,5 +369,154 @@ impl Fragments {
                 error.error_len().is_none() && !last
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    const MASK: [u8; 4] = [1, 2, 3, 4];
+
+    /// A masked client frame whose header declares `declared` bytes, with `payload`.
+    fn frame(opcode: u8, fin: bool, declared: u64, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![if fin { 0x80 | opcode } else { opcode }];
+        match declared {
+            0..=125 => bytes.push(0x80 | declared as u8),
+            126..=0xffff => {
+                bytes.push(0x80 | 126);
+                bytes.extend_from_slice(&(declared as u16).to_be_bytes());
+            }
+            _ => {
+                bytes.push(0x80 | 127);
+                bytes.extend_from_slice(&declared.to_be_bytes());
+            }
+        }
+        bytes.extend_from_slice(&MASK);
+        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+        bytes
+    }
+
+    fn whole(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        frame(opcode, fin, payload.len() as u64, payload)
+    }
+
+    /// A reader of messages up to `max` bytes, fed `bytes` by a writer task.
+    fn reader(max: usize, bytes: Vec<u8>) -> Reader<DuplexStream> {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let _ = client.write_all(&bytes).await;
+            // Keeps the stream open: the reader must decide without an end of stream.
+            std::future::pending::<()>().await;
+        });
+        Reader::new(server, BytesMut::new(), max)
+    }
+
+    async fn next(reader: &mut Reader<DuplexStream>) -> Result<Incoming, ReadError> {
+        let next = poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *reader), cx));
+        tokio::time::timeout(std::time::Duration::from_secs(5), next)
+            .await
+            .expect("the reader decides within 5 s")
+            .expect("the stream goes on")
+    }
+
+    fn refused(result: Result<Incoming, ReadError>) -> (Close, String) {
+        match result {
+            Err(ReadError::Refused { close, why }) => (close, why),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_header_tells_its_length_before_the_frame_arrives() {
+        let two_gib = frame(0x2, true, 2 << 30, &[]);
+        assert_eq!(
+            Header::peek(&two_gib),
+            Some(Header {
+                opcode: 0x2,
+                len: 14,
+                payload_len: 2 << 30
+            })
+        );
+        assert_eq!(Header::peek(&two_gib[..9]), None, "length field incomplete");
+        let medium = frame(0x1, true, 300, &[]);
+        assert_eq!(
+            Header::peek(&medium).map(|h| (h.len, h.payload_len)),
+            Some((8, 300))
+        );
+        // Headers the codec refuses by their first bytes are left to it.
+        assert_eq!(
+            Header::peek(&[0x80 | 0x40 | 0x1, 0x80]),
+            None,
+            "reserved bit"
+        );
+        assert_eq!(Header::peek(&[0x81, 0x05]), None, "unmasked");
+        assert_eq!(Header::peek(&[0x83, 0x80]), None, "unknown opcode");
+    }
+
+    #[tokio::test]
+    async fn a_frame_declaring_more_than_the_limit_is_refused_at_its_header() {
+        let mut bytes = frame(0x1, true, 2 << 30, &[]);
+        bytes.extend_from_slice(&[b'x'; 64]);
+        let mut reader = reader(1024, bytes);
+        let (close, why) = refused(next(&mut reader).await);
+        assert_eq!(close, Close::TOO_BIG);
+        assert_eq!(why, "a frame declaring 2147483648 bytes, over 1024");
+        assert!(reader.peak <= 2 * READ_CHUNK, "held {} bytes", reader.peak);
+    }
+
+    #[tokio::test]
+    async fn a_control_frame_over_125_bytes_is_refused_at_its_header() {
+        let mut reader = reader(1024, frame(0x9, true, 126, &[]));
+        assert_eq!(refused(next(&mut reader).await).0, Close::PROTOCOL_ERROR);
+    }
+
+    #[tokio::test]
+    async fn the_read_buffer_holds_at_most_one_largest_frame() {
+        const MAX: usize = 100 * 1024;
+        // Three frames at the limit back to back, then small ones: each big frame is
+        // read to its end and no further.
+        let big = vec![7u8; MAX];
+        let mut bytes = Vec::new();
+        for _ in 0..3 {
+            bytes.extend(whole(0x2, true, &big));
+        }
+        for _ in 0..10 {
+            bytes.extend(whole(0x1, true, b"small"));
+        }
+        let mut reader = reader(MAX, bytes);
+        for _ in 0..3 {
+            match next(&mut reader).await {
+                Ok(Incoming::Binary(data)) => assert_eq!(data.len(), MAX),
+                other => panic!("expected the big frame, got {other:?}"),
+            }
+        }
+        for _ in 0..10 {
+            assert!(matches!(next(&mut reader).await, Ok(Incoming::Text(t)) if t == "small"));
+        }
+        assert!(
+            reader.peak <= MAX + MAX_HEADER,
+            "the read buffer held {} bytes",
+            reader.peak
+        );
+    }
+
+    #[tokio::test]
+    async fn fragments_are_joined_and_bounded_at_each_header() {
+        let mut bytes = whole(0x1, false, b"hel");
+        bytes.extend(whole(0x9, true, b"ping"));
+        bytes.extend(whole(0x0, true, b"lo"));
+        bytes.extend(whole(0x2, false, &[0; 600]));
+        bytes.extend(frame(0x0, true, 600, &[]));
+        let mut reader = reader(1024, bytes);
+        assert!(matches!(next(&mut reader).await, Ok(Incoming::Ping(p)) if p == "ping"));
+        assert!(matches!(next(&mut reader).await, Ok(Incoming::Text(t)) if t == "hello"));
+        let (close, why) = refused(next(&mut reader).await);
+        assert_eq!(close, Close::TOO_BIG);
+        assert_eq!(why, "a fragment declaring 600 bytes after 600, over 1024");
     }
 }

@@ -1,0 +1,311 @@
+//! The WebSocket layer through a raw TCP client, for what no well-behaved library sends:
+//! the handshake's edge cases, frame headers that lie about their length, unfinished
+//! messages, bad close frames, and pings without messages (docs/protocol.md §1.3, §3.5,
+//! §4.2, §4.3, §10).
+
+mod support;
+
+use std::time::Duration;
+
+use fluxwire::{Config, RunningServer};
+use serde_json::json;
+use support::{start, start_with, TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CONTINUATION: u8 = 0x0;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// The masking key of every client frame here.
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A frame header (with its masking key) declaring `len` payload bytes.
+fn header(opcode: u8, fin: bool, len: u64) -> Vec<u8> {
+    let mut bytes = vec![if fin { 0x80 | opcode } else { opcode }];
+    match len {
+        0..=125 => bytes.push(0x80 | len as u8),
+        126..=0xffff => {
+            bytes.push(0x80 | 126);
+            bytes.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            bytes.push(0x80 | 127);
+            bytes.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    bytes.extend_from_slice(&MASK);
+    bytes
+}
+
+/// A whole masked client frame.
+fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = header(opcode, fin, payload.len() as u64);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    bytes
+}
+
+/// A close frame with a raw payload: the code, then the reason bytes.
+fn close_frame(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason);
+    frame(CLOSE, true, &payload)
+}
+
+/// The server's answer to a handshake.
+struct Response {
+    status: u16,
+    /// Header lines, names lowercased.
+    headers: Vec<(String, String)>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A WebSocket client on a bare TCP socket.
+struct Raw {
+    io: TcpStream,
+    /// Read but not yet parsed.
+    buf: Vec<u8>,
+}
+
+/// A frame from the server.
+struct ServerFrame {
+    opcode: u8,
+    payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let payload = String::from_utf8_lossy(&self.payload);
+        write!(f, "opcode {:#x}, payload {payload:?}", self.opcode)
+    }
+}
+
+impl ServerFrame {
+    /// The code and reason of a close frame.
+    fn close(&self) -> (u16, String) {
+        assert_eq!(self.opcode, CLOSE, "expected a close frame, got {self:?}");
+        assert!(self.payload.len() >= 2, "a close frame without a code");
+        let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
+        (
+            code,
+            String::from_utf8_lossy(&self.payload[2..]).into_owned(),
+        )
+    }
+}
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// The usual upgrade request for `target`, with `extra` header lines (each ending in
+/// CRLF) and `key` and `version` as given (`None` leaves the header out).
+fn upgrade(target: &str, key: Option<&str>, version: Option<&str>, extra: &str) -> String {
+    let mut request = format!(
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    );
+    if let Some(key) = key {
+        request.push_str(&format!("Sec-WebSocket-Key: {key}\r\n"));
+    }
+    if let Some(version) = version {
+        request.push_str(&format!("Sec-WebSocket-Version: {version}\r\n"));
+    }
+    request.push_str(extra);
+    request.push_str("\r\n");
+    request
+}
+
+impl Raw {
+    /// Sends `request` and reads the response head.
+    async fn handshake(server: &RunningServer, request: &str) -> (Response, Raw) {
+        let io = TcpStream::connect(server.addr()).await.expect("connects");
+        let mut raw = Raw {
+            io,
+            buf: Vec::new(),
+        };
+        raw.io.write_all(request.as_bytes()).await.expect("sends");
+        let end = loop {
+            if let Some(at) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            assert!(raw.fill().await, "the server answered the handshake");
+        };
+        let head = String::from_utf8(raw.buf.drain(..end).collect()).expect("a text head");
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let headers = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (name, value) = l.split_once(':').expect("a header line");
+                (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+            })
+            .collect();
+        let response = Response {
+            status: status.parse().unwrap(),
+            headers,
+        };
+        (response, raw)
+    }
+
+    /// An upgraded V2 connection to the Phoenix socket.
+    async fn socket(server: &RunningServer) -> Raw {
+        let request = upgrade(
+            "/socket/websocket?user=raw&vsn=2.0.0",
+            Some(KEY),
+            Some("13"),
+            "",
+        );
+        let (response, raw) = Raw::handshake(server, &request).await;
+        assert_eq!(response.status, 101);
+        raw
+    }
+
+    /// An upgraded connection to the echo mount.
+    async fn echo(server: &RunningServer) -> Raw {
+        let (response, raw) =
+            Raw::handshake(server, &upgrade("/echo", Some(KEY), Some("13"), "")).await;
+        assert_eq!(response.status, 101);
+        raw
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).await.expect("sends");
+    }
+
+    /// Reads more; `false` at the end of the stream.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(TIMEOUT, self.io.read(&mut chunk))
+            .await
+            .expect("the server answers within 5 s")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// The next frame; `None` once the server has closed the TCP connection.
+    async fn recv(&mut self) -> Option<ServerFrame> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            if !self.fill().await {
+                assert!(self.buf.is_empty(), "the stream ended inside a frame");
+                return None;
+            }
+        }
+    }
+
+    /// The server's close frame (skipping pongs and data), then the end of the stream.
+    async fn expect_close(&mut self) -> (u16, String) {
+        let close = loop {
+            let frame = self.recv().await.expect("a close frame before the end");
+            if frame.opcode == CLOSE {
+                break frame.close();
+            }
+        };
+        self.expect_end().await;
+        close
+    }
+
+    /// The server ends the TCP connection (what it sends meanwhile is ignored).
+    async fn expect_end(&mut self) {
+        while self.recv().await.is_some() {}
+    }
+}
+
+/// An unmasked server frame at the start of `buf`, and its length.
+fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    assert_eq!(buf[1] & 0x80, 0, "server frames are not masked");
+    let (len, start) = match buf[1] & 0x7f {
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().unwrap()) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().unwrap()) as usize,
+            10,
+        ),
+        len => (len as usize, 2),
+    };
+    let payload = buf.get(start..start + len)?.to_vec();
+    let frame = ServerFrame {
+        opcode: buf[0] & 0x0f,
+        payload,
+    };
+    Some((frame, start + len))
+}
+
+// ---------------------------------------------------------------------------------
+// Issue 10, hole 1: a frame header can claim unlimited memory.
+
+/// A header declaring 2 GiB is refused with 1009 as soon as it is read: the client has
+/// sent the header and 16 bytes, far from the 1 MiB limit, and gets its close.
+#[tokio::test]
+async fn a_frame_declaring_more_than_the_limit_is_refused_at_its_header() {
+    let server = start();
+    for opcode in [TEXT, BINARY] {
+        let mut raw = Raw::socket(&server).await;
+        let mut bytes = header(opcode, true, 2 << 30);
+        bytes.extend_from_slice(&[b'x'; 16]);
+        raw.send(&bytes).await;
+        assert_eq!(
+            raw.expect_close().await,
+            (1009, "message too big".to_owned())
+        );
+    }
+    server.stop();
+}
+
+/// A continuation whose header would take the message past the limit is refused at its
+/// header too, with what came before it counted.
+#[tokio::test]
+async fn a_continuation_declaring_past_the_limit_is_refused_at_its_header() {
+    let mut config = Config::ephemeral();
+    config.max_frame_size = 64 * 1024;
+    let server = start_with(config);
+    let mut raw = Raw::echo(&server).await;
+    raw.send(&frame(BINARY, false, &[1; 40 * 1024])).await;
+    let mut bytes = header(CONTINUATION, true, 40 * 1024);
+    bytes.extend_from_slice(&[2; 16]);
+    raw.send(&bytes).await;
+    assert_eq!(
+        raw.expect_close().await,
+        (1009, "message too big".to_owned())
+    );
+    server.stop();
+}
+
+/// A frame just at the limit still travels, and so does one after it read in the same
+/// chunks (the read buffer is capped, not the traffic).
+#[tokio::test]
+async fn a_frame_at_the_limit_still_travels() {
+    let mut config = Config::ephemeral();
+    config.max_frame_size = 64 * 1024;
+    let server = start_with(config);
+    let mut raw = Raw::echo(&server).await;
+    let big = vec![7u8; 64 * 1024];
+    let mut bytes = frame(BINARY, true, &big);
+    bytes.extend(frame(TEXT, true, b"after"));
+    raw.send(&bytes).await;
+    let echoed = raw.recv().await.unwrap();
+    assert_eq!((echoed.opcode, echoed.payload.len()), (BINARY, big.len()));
+    let after = raw.recv().await.unwrap();
+    assert_eq!(
+        (after.opcode, after.payload.as_slice()),
+        (TEXT, &b"after"[..])
+    );
+    server.stop();
+}
