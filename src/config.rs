@@ -29,8 +29,9 @@ pub struct Config {
     #[arg(long, env = "FLUXWIRE_MAX_FRAME_SIZE", default_value_t = 1024 * 1024)]
     pub max_frame_size: usize,
 
-    /// Close a WebSocket that has sent nothing (not even a heartbeat) for this many
-    /// milliseconds, with code 1001. phoenix.js sends a heartbeat every 30 s.
+    /// Close a WebSocket that has sent no complete message (not even a heartbeat) for
+    /// this many milliseconds, with code 1001: pings, pongs and the fragments of an
+    /// unfinished message do not count. phoenix.js sends a heartbeat every 30 s.
     #[arg(long, env = "FLUXWIRE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
 

@@ -309,3 +309,64 @@ async fn a_frame_at_the_limit_still_travels() {
     );
     server.stop();
 }
+
+// ---------------------------------------------------------------------------------
+// Issue 10, hole 7: unfinished messages are bounded in time and across the server.
+
+/// A fragmented message that never ends does not keep its connection: fragments do not
+/// restart the idle clock, only a complete message does.
+#[tokio::test]
+async fn an_unfinished_message_does_not_keep_the_connection_open() {
+    let mut config = Config::ephemeral();
+    config.idle_timeout_ms = 300;
+    let server = start_with(config);
+    let mut raw = Raw::socket(&server).await;
+    raw.send(&frame(TEXT, false, b"[null,")).await;
+    // One byte every 50 ms: well inside the idle timeout each time. The close must come
+    // long before the 400th (20 s); without it the client would be served forever.
+    for sent in 0..400 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        raw.send(&frame(CONTINUATION, false, b" ")).await;
+        let readable = tokio::time::timeout(Duration::ZERO, raw.io.readable()).await;
+        if readable.is_ok() {
+            assert_eq!(
+                raw.expect_close().await,
+                (1001, "idle timeout".to_owned()),
+                "after {sent} fragments"
+            );
+            server.stop();
+            return;
+        }
+    }
+    panic!("400 fragments over 20 s kept an unfinished message open");
+}
+
+/// WebSocket pings alone do not keep a connection open: it is closed at the idle
+/// timeout like a silent one (they are still answered meanwhile).
+#[tokio::test]
+async fn pings_alone_do_not_keep_a_connection_open() {
+    let mut config = Config::ephemeral();
+    config.idle_timeout_ms = 300;
+    let server = start_with(config);
+    let mut raw = Raw::socket(&server).await;
+    for sent in 0..400 {
+        raw.send(&frame(PING, true, b"hi")).await;
+        let answer = raw.recv().await.expect("an answer to the ping");
+        if answer.opcode == CLOSE {
+            assert_eq!(
+                answer.close(),
+                (1001, "idle timeout".to_owned()),
+                "after {sent} pings"
+            );
+            raw.expect_end().await;
+            server.stop();
+            return;
+        }
+        assert_eq!(
+            (answer.opcode, answer.payload.as_slice()),
+            (PONG, &b"hi"[..])
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("400 pings over 20 s kept the connection open");
+}

@@ -217,7 +217,7 @@ fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limit
             connection,
             limits,
             outlet,
-            last_seen: Instant::now(),
+            last_message: Instant::now(),
         }
     });
 }
@@ -263,7 +263,10 @@ struct WsActor<C: Connection> {
     connection: C,
     limits: WsLimits,
     outlet: Arc<WsOutlet>,
-    last_seen: Instant,
+    /// When the last complete message arrived: only messages (a Phoenix heartbeat, say)
+    /// keep a connection open, not pings, pongs or the fragments of a message that never
+    /// ends (docs/protocol.md §4.2).
+    last_message: Instant,
 }
 
 impl<C: Connection> WsActor<C> {
@@ -284,11 +287,11 @@ impl<C: Connection> WsActor<C> {
 
     fn schedule_idle_check(&self, after: Duration, ctx: &mut Context<Self>) {
         ctx.run_later(after, |actor, ctx| {
-            let idle = actor.last_seen.elapsed();
+            let idle = actor.last_message.elapsed();
             if idle >= actor.limits.idle_timeout {
                 let close = Close::IDLE;
                 log::info!(
-                    "{}: websocket idle for {idle:?}: closing with {close}",
+                    "{}: websocket sent no complete message for {idle:?}: closing with {close}",
                     actor.connection.peer()
                 );
                 actor.outlet.close(close);
@@ -320,7 +323,6 @@ impl<C: Connection> StreamHandler<Result<Incoming, ReadError>> for WsActor<C> {
         if self.closing() {
             return;
         }
-        self.last_seen = Instant::now();
         let message = match item {
             Ok(message) => message,
             Err(ReadError::Refused { close, why }) => return self.fail(close, &why),
@@ -330,8 +332,14 @@ impl<C: Connection> StreamHandler<Result<Incoming, ReadError>> for WsActor<C> {
             }
         };
         match message {
-            Incoming::Text(text) => self.connection.text(&text, &*self.outlet),
-            Incoming::Binary(bytes) => self.connection.binary(bytes, &*self.outlet),
+            Incoming::Text(text) => {
+                self.last_message = Instant::now();
+                self.connection.text(&text, &*self.outlet);
+            }
+            Incoming::Binary(bytes) => {
+                self.last_message = Instant::now();
+                self.connection.binary(bytes, &*self.outlet);
+            }
             Incoming::Ping(payload) => self
                 .outlet
                 .with_outbox(|out| out.push(Message::Pong(payload))),
