@@ -48,6 +48,10 @@ impl Close {
     /// A message over the size limit.
     pub const TOO_BIG: Close = Close::new(1009, "message too big");
 
+    /// Messages still arriving hold the whole server-wide budget for them; this
+    /// connection's needs more (1013, Try Again Later, in IANA's registry).
+    pub const SERVER_BUSY: Close = Close::new(1013, "server busy, try again later");
+
     const fn new(code: u16, reason: &'static str) -> Close {
         Close { code, reason }
     }
@@ -98,6 +102,7 @@ mod tests {
             Close::POLL_QUEUE_FULL,
             Close::INBOUND_FULL,
             Close::TOO_BIG,
+            Close::SERVER_BUSY,
         ];
         assert!(all.iter().all(|close| close.reason.len() <= 123));
     }

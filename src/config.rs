@@ -45,6 +45,13 @@ pub struct Config {
     #[arg(long, env = "FLUXWIRE_MAX_OUTBOUND_BYTES", default_value_t = 1024 * 1024)]
     pub max_outbound_bytes: usize,
 
+    /// Most bytes that WebSocket messages still arriving (a frame read in part, the
+    /// fragments of a message not yet complete) may hold across all connections. Past
+    /// it, a connection that needs more is closed with code 1013 (try again later).
+    /// Messages up to 16 KiB never count.
+    #[arg(long, env = "FLUXWIRE_MAX_UNFINISHED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_unfinished_bytes: usize,
+
     /// Most channels one connection may have joined at once.
     #[arg(long, env = "FLUXWIRE_MAX_CHANNELS", default_value_t = 100)]
     pub max_channels: usize,

@@ -370,3 +370,70 @@ async fn pings_alone_do_not_keep_a_connection_open() {
     }
     panic!("400 pings over 20 s kept the connection open");
 }
+
+/// Bytes held by unfinished messages count against one server-wide budget: past it a
+/// connection that needs more is closed with 1013 (try again later); a message that
+/// completes gives its share back.
+#[tokio::test]
+async fn unfinished_messages_share_a_server_wide_budget() {
+    let mut config = Config::ephemeral();
+    config.max_unfinished_bytes = 100 * 1024;
+    let server = start_with(config);
+    let first_half = vec![b'a'; 60 * 1024];
+
+    let mut holder = Raw::echo(&server).await;
+    holder.send(&frame(TEXT, false, &first_half)).await;
+    // The ping is answered only after the fragment before it was read: it is held now.
+    holder.send(&frame(PING, true, b"1")).await;
+    assert_eq!(holder.recv().await.unwrap().opcode, PONG);
+
+    let mut refused = Raw::echo(&server).await;
+    let mut bytes = frame(TEXT, false, &first_half);
+    bytes.extend(frame(PING, true, b"1"));
+    refused.send(&bytes).await;
+    // The close comes where the pong would have.
+    let answer = refused.recv().await.expect("an answer");
+    assert_eq!(
+        answer.close(),
+        (1013, "server busy, try again later".to_owned())
+    );
+    refused.expect_end().await;
+
+    // The holder finishes: its message is whole, and its share is free again.
+    holder.send(&frame(CONTINUATION, true, b"b")).await;
+    let echoed = holder.recv().await.unwrap();
+    assert_eq!((echoed.opcode, echoed.payload.len()), (TEXT, 60 * 1024 + 1));
+
+    let mut next = Raw::echo(&server).await;
+    next.send(&frame(TEXT, false, &first_half)).await;
+    next.send(&frame(CONTINUATION, true, b"c")).await;
+    let echoed = next.recv().await.unwrap();
+    assert_eq!((echoed.opcode, echoed.payload.len()), (TEXT, 60 * 1024 + 1));
+    server.stop();
+}
+
+/// Small messages never wait on the budget: with the budget taken, a heartbeat split
+/// across fragments still gets its reply.
+#[tokio::test]
+async fn small_messages_pass_when_the_budget_is_taken() {
+    let mut config = Config::ephemeral();
+    config.max_unfinished_bytes = 100 * 1024;
+    let server = start_with(config);
+    let mut holder = Raw::echo(&server).await;
+    holder.send(&frame(BINARY, false, &[0; 99 * 1024])).await;
+    holder.send(&frame(PING, true, b"1")).await;
+    assert_eq!(holder.recv().await.unwrap().opcode, PONG);
+
+    let mut raw = Raw::socket(&server).await;
+    raw.send(&frame(TEXT, false, br#"[null,"1","phoenix","#))
+        .await;
+    raw.send(&frame(CONTINUATION, true, br#""heartbeat",{}]"#))
+        .await;
+    let reply = raw.recv().await.unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        reply,
+        json!([null, "1", "phoenix", "phx_reply", {"status": "ok", "response": {}}])
+    );
+    server.stop();
+}

@@ -163,7 +163,7 @@ pub(crate) async fn handshake(
     if io.write_all(response.as_bytes()).await.is_err() {
         return;
     }
-    let limits = shared.websocket;
+    let limits = shared.websocket.clone();
     match session {
         Some(session) => serve(session, io, early, limits),
         None => serve(Echo, io, early, limits),
@@ -195,7 +195,8 @@ async fn respond(io: &mut TcpStream, status: &str) {
 fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limits: WsLimits) {
     let (read_half, write_half) = stream.into_split();
     WsActor::create(move |ctx| {
-        ctx.add_stream(Reader::new(read_half, early, limits.max_message));
+        let budget = limits.unfinished.clone();
+        ctx.add_stream(Reader::new(read_half, early, limits.max_message, budget));
         let outlet = ws_outbox::outlet(write_half, &limits, connection.serializer());
         let writer = actix::fut::wrap_future::<_, WsActor<C>>(ws_outbox::write(outlet.clone()));
         ctx.spawn(writer.map(|result, actor, ctx| {

@@ -3,7 +3,7 @@
 //! Owns reading the socket, framing (actix-http's `ws::Codec`) under the size limit,
 //! the reassembly of fragmented messages and the UTF-8 validation of text. Yields
 //! [`Incoming`] messages, or the [`Close`] a violation calls for; after a violation it
-//! reads nothing more. Must not answer anything nor know what a message means: the
+//! drops whatever arrives. Must not answer anything nor know what a message means: the
 //! connection (`websocket.rs`) decides what each message or failure calls for.
 //!
 //! What a connection holds is bounded here. The codec checks a frame's size only once
@@ -12,10 +12,19 @@
 //! fragments before it) declaring more than the limit is refused at once with 1009. A
 //! frame larger than one read is read up to its end and no further, so the read buffer
 //! never holds more than the largest frame allowed. Between messages it holds no buffer.
+//!
+//! Across connections, what messages still arriving hold (a frame read in part, the
+//! fragments joined so far) counts against one [`UnfinishedBudget`]: a connection whose
+//! message needs more than the budget has left is closed with 1013 (try again later).
+//! Messages up to [`FREE`] bytes never count, so ordinary Phoenix traffic never meets
+//! it. How long an unfinished message may take is the idle timeout's business
+//! (`websocket.rs`): only a complete message restarts it.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use actix_codec::Decoder;
@@ -58,6 +67,73 @@ impl ReadError {
     }
 }
 
+/// Bytes held by WebSocket messages still arriving, across all connections, and the
+/// most they may hold (`--max-unfinished-bytes`).
+#[derive(Debug)]
+pub(crate) struct UnfinishedBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl UnfinishedBudget {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(UnfinishedBudget {
+            held: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Takes `bytes` more, unless that would pass the bound.
+    fn take(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&total| total <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes held now.
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// A message that holds up to this many bytes while it arrives never counts against the
+/// budget (nor is refused for it): every ordinary Phoenix message is far smaller.
+const FREE: usize = 16 * 1024;
+
+/// What one connection's unfinished message holds of the budget; given back on drop.
+#[derive(Debug)]
+struct Claim {
+    budget: Arc<UnfinishedBudget>,
+    bytes: usize,
+}
+
+impl Claim {
+    /// Holds `bytes` in all (nothing up to [`FREE`]); `false`, holding what it held, if
+    /// the budget cannot give more.
+    fn hold(&mut self, bytes: usize) -> bool {
+        let bytes = if bytes <= FREE { 0 } else { bytes };
+        if bytes <= self.bytes {
+            self.budget.give_back(self.bytes - bytes);
+        } else if !self.budget.take(bytes - self.bytes) {
+            return false;
+        }
+        self.bytes = bytes;
+        true
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
+}
+
 /// Reads a connection's messages from `io`.
 pub(crate) struct Reader<R> {
     io: R,
@@ -67,8 +143,10 @@ pub(crate) struct Reader<R> {
     max_message: usize,
     /// The fragmented message being reassembled, if any.
     fragments: Option<Fragments>,
+    /// What the message being read holds of the server-wide budget.
+    claim: Claim,
     eof: bool,
-    /// A violation was reported: nothing more is read.
+    /// A violation was reported: what arrives is dropped unread.
     failed: bool,
     /// The most the read buffer has held, for the tests.
     #[cfg(test)]
@@ -77,6 +155,9 @@ pub(crate) struct Reader<R> {
 
 /// Bytes read from the socket per read call, at most.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// Reads a closing connection's reader makes before letting other tasks run.
+const DRAIN_READS: usize = 16;
 
 /// The longest frame header: two bytes, a 64-bit length, a 4-byte masking key.
 const MAX_HEADER: usize = 14;
@@ -131,15 +212,21 @@ impl Header {
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
-    /// A reader of messages up to `max_message` bytes; `early` holds bytes already read
-    /// past the handshake.
-    pub(crate) fn new(io: R, early: BytesMut, max_message: usize) -> Self {
+    /// A reader of messages up to `max_message` bytes, whose unfinished messages count
+    /// against `budget`; `early` holds bytes already read past the handshake.
+    pub(crate) fn new(
+        io: R,
+        early: BytesMut,
+        max_message: usize,
+        budget: Arc<UnfinishedBudget>,
+    ) -> Self {
         Reader {
             io,
             buf: early,
             codec: Codec::new().max_size(max_message),
             max_message,
             fragments: None,
+            claim: Claim { budget, bytes: 0 },
             eof: false,
             failed: false,
             #[cfg(test)]
@@ -152,7 +239,48 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         self.failed = true;
         self.buf = BytesMut::new();
         self.fragments = None;
+        self.claim.hold(0);
         Poll::Ready(Some(Err(error)))
+    }
+
+    /// After a violation, reads what the client still sends and drops it, keeping
+    /// nothing: the connection is closing, and unread bytes would turn the socket's
+    /// close into a reset that can cost the client its close frame.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, ReadError>>> {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        for _ in 0..DRAIN_READS {
+            let mut read = ReadBuf::uninit(&mut chunk);
+            match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => continue,
+                // The end, an error, or nothing yet: the close frame ends the connection.
+                _ => return Poll::Pending,
+            }
+        }
+        // A client that never pauses does not keep the worker: others run first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Bytes the unfinished message holds, counting the frame being read as whole (the
+    /// codec reserves room for all of it).
+    fn unfinished(&self) -> usize {
+        let fragments = self.fragments.as_ref().map_or(0, |f| f.data.capacity());
+        let frame = Header::peek(&self.buf).map_or(0, Header::frame_len);
+        fragments + frame.max(self.buf.len())
+    }
+
+    /// Holds `bytes` of the budget, or says why not.
+    fn hold(&mut self, bytes: usize) -> Result<(), ReadError> {
+        if self.claim.hold(bytes) {
+            return Ok(());
+        }
+        let budget = &self.claim.budget;
+        let (held, max) = (budget.held(), budget.max);
+        let why = format_args!(
+            "its unfinished message needs {bytes} bytes; unfinished messages hold {held} \
+             of the {max} allowed across connections (--max-unfinished-bytes)"
+        );
+        Err(ReadError::refused(Close::SERVER_BUSY, why))
     }
 
     /// Refuses the frame `header` announces if it breaks a limit: a control frame over
@@ -234,6 +362,22 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             let why = format_args!("{size} bytes so far, over {max}");
             return Err(ReadError::refused(Close::TOO_BIG, why));
         }
+        let capacity = fragments.data.capacity();
+        if capacity < size {
+            // Room doubles (up to the limit) when the budget allows, so that many small
+            // fragments are not copied over and over; the last one takes what it needs.
+            let doubled = capacity.saturating_mul(2).clamp(size, max);
+            let wanted = if last { size } else { doubled };
+            let room = if self.claim.hold(wanted) {
+                wanted
+            } else {
+                self.hold(size)?;
+                size
+            };
+            let data = &mut self.fragments.as_mut().expect("checked above").data;
+            data.reserve_exact(room - data.len());
+        }
+        let fragments = self.fragments.as_mut().expect("checked above");
         fragments.data.extend_from_slice(&chunk);
         if fragments.text && !fragments.extend_valid_utf8(last) {
             let close = Close::INVALID_UTF8;
@@ -247,7 +391,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             data,
             ..
         } = self.fragments.take().expect("checked above");
-        let data = data.freeze();
+        // The message is whole: what it held of the budget is free again.
+        self.claim.hold(self.unfinished());
+        let data = Bytes::from(data);
         if is_text {
             text(data).map(Some)
         } else {
@@ -258,7 +404,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     fn start_fragments(&mut self, text: bool, first: Bytes) -> Bytes {
         self.fragments = Some(Fragments {
             text,
-            data: BytesMut::new(),
+            data: Vec::new(),
             valid_up_to: 0,
         });
         first
@@ -296,8 +442,7 @@ impl<R: AsyncRead + Unpin> futures_core::Stream for Reader<R> {
         let this = &mut *self;
         loop {
             if this.failed {
-                // The connection is closing; its close frame ends it.
-                return Poll::Pending;
+                return this.drain(cx);
             }
             if let Some(header) = Header::peek(&this.buf) {
                 if let Err(error) = this.check(header) {
@@ -320,6 +465,11 @@ impl<R: AsyncRead + Unpin> futures_core::Stream for Reader<R> {
             }
             if this.eof {
                 return Poll::Ready(None);
+            }
+            // What the message being read will hold once this frame is in.
+            let unfinished = this.unfinished();
+            if let Err(error) = this.hold(unfinished) {
+                return this.fail(error);
             }
             let room = this.room();
             // Not zeroed: the socket writes what is read.
@@ -350,7 +500,8 @@ impl<R: AsyncRead + Unpin> futures_core::Stream for Reader<R> {
 /// A fragmented message being reassembled.
 struct Fragments {
     text: bool,
-    data: BytesMut,
+    /// A `Vec`, whose room grows only as asked (see [`Reader::continuation`]).
+    data: Vec<u8>,
     /// How much of `data` is known to be valid UTF-8 (text only).
     valid_up_to: usize,
 }
@@ -407,13 +558,22 @@ mod tests {
 
     /// A reader of messages up to `max` bytes, fed `bytes` by a writer task.
     fn reader(max: usize, bytes: Vec<u8>) -> Reader<DuplexStream> {
-        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        reader_within(UnfinishedBudget::new(usize::MAX), max, bytes)
+    }
+
+    /// The same, its unfinished messages counted against `budget`.
+    fn reader_within(
+        budget: Arc<UnfinishedBudget>,
+        max: usize,
+        bytes: Vec<u8>,
+    ) -> Reader<DuplexStream> {
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
         tokio::spawn(async move {
             let _ = client.write_all(&bytes).await;
             // Keeps the stream open: the reader must decide without an end of stream.
             std::future::pending::<()>().await;
         });
-        Reader::new(server, BytesMut::new(), max)
+        Reader::new(server, BytesMut::new(), max, budget)
     }
 
     async fn next(reader: &mut Reader<DuplexStream>) -> Result<Incoming, ReadError> {
@@ -518,5 +678,54 @@ mod tests {
         let (close, why) = refused(next(&mut reader).await);
         assert_eq!(close, Close::TOO_BIG);
         assert_eq!(why, "a fragment declaring 600 bytes after 600, over 1024");
+    }
+
+    #[tokio::test]
+    async fn unfinished_messages_share_one_budget_and_give_it_back() {
+        const K: usize = 1024;
+        let budget = UnfinishedBudget::new(100 * K);
+        // Fragments of 30 KiB: room doubles while the budget allows (30, 60 KiB), then
+        // grows only as needed (90, 95 KiB), and the message completes within 100 KiB.
+        let mut bytes = whole(0x2, false, &[1; 30 * K]);
+        bytes.extend(whole(0x0, false, &[2; 30 * K]));
+        bytes.extend(whole(0x0, false, &[3; 30 * K]));
+        bytes.extend(whole(0x9, true, b"held"));
+        bytes.extend(whole(0x0, true, &[4; 5 * K]));
+        let mut a = reader_within(budget.clone(), 1024 * K, bytes);
+        assert!(matches!(next(&mut a).await, Ok(Incoming::Ping(_))));
+        assert_eq!(budget.held(), 90 * K, "three fragments held");
+
+        // Meanwhile another connection's 20 KiB frame does not fit.
+        let mut b = reader_within(budget.clone(), 1024 * K, whole(0x2, true, &[0; 20 * K]));
+        let (close, why) = refused(next(&mut b).await);
+        assert_eq!(close, Close::SERVER_BUSY);
+        assert!(why.contains("(--max-unfinished-bytes)"), "{why}");
+        assert_eq!(budget.held(), 90 * K, "the refused one holds nothing");
+
+        match next(&mut a).await {
+            Ok(Incoming::Binary(data)) => assert_eq!(data.len(), 95 * K),
+            other => panic!("expected the whole message, got {other:?}"),
+        }
+        assert_eq!(
+            budget.held(),
+            0,
+            "a whole message holds nothing of the budget"
+        );
+
+        // Small messages never count, even with no budget at all.
+        let none = UnfinishedBudget::new(0);
+        let mut bytes = whole(0x1, false, b"[null,");
+        bytes.extend(whole(0x0, true, br#""1","phoenix","heartbeat",{}]"#));
+        let mut c = reader_within(none, 1024 * K, bytes);
+        assert!(matches!(next(&mut c).await, Ok(Incoming::Text(_))));
+
+        // A connection that ends mid-message gives its share back.
+        let mut bytes = whole(0x2, false, &[0; 50 * K]);
+        bytes.extend(whole(0x9, true, b"held"));
+        let mut d = reader_within(budget.clone(), 1024 * K, bytes);
+        assert!(matches!(next(&mut d).await, Ok(Incoming::Ping(_))));
+        assert_eq!(budget.held(), 50 * K);
+        drop(d);
+        assert_eq!(budget.held(), 0);
     }
 }
