@@ -44,6 +44,8 @@ impl Close {
     pub const POLL_QUEUE_FULL: Close = Close::policy("too many messages waiting");
     /// The client's messages for one channel pile up faster than it handles them.
     pub const INBOUND_FULL: Close = Close::policy("too many messages in flight");
+    /// A message whose `ref` or `join_ref`, topic or event is over its length limit.
+    pub const FIELD_TOO_LONG: Close = Close::policy("ref, topic or event too long");
 
     /// A message over the size limit.
     pub const TOO_BIG: Close = Close::new(1009, "message too big");
@@ -101,6 +103,7 @@ mod tests {
             Close::JOIN_BACKLOG_FULL,
             Close::POLL_QUEUE_FULL,
             Close::INBOUND_FULL,
+            Close::FIELD_TOO_LONG,
             Close::TOO_BIG,
             Close::SERVER_BUSY,
         ];

@@ -437,3 +437,55 @@ async fn small_messages_pass_when_the_budget_is_taken() {
     );
     server.stop();
 }
+
+/// Refs longer than 64 bytes and topics or events longer than 255 close the connection
+/// with 1008; up to those lengths they are served.
+#[tokio::test]
+async fn oversized_refs_topics_and_events_close_with_1008() {
+    let server = start();
+    let long_ref = "r".repeat(65);
+    let long_name = "t".repeat(256);
+    let cases = [
+        json!([long_ref, "1", "echo:x", "phx_join", {}]),
+        json!(["1", long_ref, "echo:x", "phx_join", {}]),
+        json!([null, long_ref, "phoenix", "heartbeat", {}]),
+        json!([null, "1", format!("echo:{long_name}"), "phx_join", {}]),
+        json!([null, "1", "phoenix", long_name, {}]),
+    ];
+    for case in cases {
+        let mut raw = Raw::socket(&server).await;
+        raw.send(&frame(TEXT, true, case.to_string().as_bytes()))
+            .await;
+        let answer = raw.recv().await.expect("an answer");
+        assert_eq!(
+            answer.close(),
+            (1008, "ref, topic or event too long".to_owned()),
+            "{case}: {:?}",
+            String::from_utf8_lossy(&answer.payload)
+        );
+        raw.expect_end().await;
+    }
+    // A V2 binary push's fields are at most 255 bytes; a ref there is still capped at 64.
+    let mut raw = Raw::socket(&server).await;
+    let mut push = vec![0u8, 65, 1, 6, 4];
+    push.extend_from_slice(long_ref.as_bytes());
+    push.extend_from_slice(b"1echo:xfile");
+    raw.send(&frame(BINARY, true, &push)).await;
+    assert_eq!(
+        raw.expect_close().await,
+        (1008, "ref, topic or event too long".to_owned())
+    );
+
+    // At the limits: served.
+    let mut raw = Raw::socket(&server).await;
+    let ref_64 = "r".repeat(64);
+    let topic_255 = format!("echo:{}", "t".repeat(250));
+    let join = json!([ref_64, ref_64, topic_255, "phx_join", {}]);
+    raw.send(&frame(TEXT, true, join.to_string().as_bytes()))
+        .await;
+    let reply: serde_json::Value =
+        serde_json::from_slice(&raw.recv().await.unwrap().payload).unwrap();
+    assert_eq!(reply[0], json!(ref_64));
+    assert_eq!(reply[4]["status"], "ok");
+    server.stop();
+}
