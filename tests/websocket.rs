@@ -489,3 +489,76 @@ async fn oversized_refs_topics_and_events_close_with_1008() {
     assert_eq!(reply[4]["status"], "ok");
     server.stop();
 }
+
+// ---------------------------------------------------------------------------------
+// Issue 10, hole 10: the handshake and the close handshake, by RFC 6455.
+
+/// `Sec-WebSocket-Key` must be the base64 of 16 bytes (RFC 6455 §4.2.1); anything else
+/// is a bad request.
+#[tokio::test]
+async fn a_malformed_websocket_key_gets_400() {
+    let server = start();
+    let target = "/socket/websocket?user=a&vsn=2.0.0";
+    for key in [
+        None,
+        Some("abc"),
+        Some("not base64 at all!!!!!!!"),
+        Some("AAECAwQFBgcICQoLDA0O"),     // 15 bytes
+        Some("AAECAwQFBgcICQoLDA0ODxA="), // 17 bytes
+    ] {
+        let (response, _) = Raw::handshake(&server, &upgrade(target, key, Some("13"), "")).await;
+        assert_eq!(response.status, 400, "key {key:?}");
+    }
+    let (response, _) = Raw::handshake(&server, &upgrade(target, Some(KEY), Some("13"), "")).await;
+    assert_eq!(response.status, 101);
+    assert_eq!(
+        response.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    server.stop();
+}
+
+/// A version other than 13 gets 426 Upgrade Required naming the version spoken
+/// (RFC 6455 §4.2.2).
+#[tokio::test]
+async fn a_wrong_websocket_version_gets_426_naming_13() {
+    let server = start();
+    let target = "/socket/websocket?user=a&vsn=2.0.0";
+    for version in ["8", "14", "13, 8"] {
+        let (response, _) =
+            Raw::handshake(&server, &upgrade(target, Some(KEY), Some(version), "")).await;
+        assert_eq!(response.status, 426, "version {version}");
+        assert_eq!(
+            response.header("sec-websocket-version"),
+            Some("13"),
+            "version {version}"
+        );
+    }
+    server.stop();
+}
+
+/// An upgrade with many headers (proxies add their own) is an upgrade all the same; only
+/// the head's size is limited.
+#[tokio::test]
+async fn an_upgrade_with_many_headers_is_accepted() {
+    let server = start();
+    let extra: String = (0..150).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    let request = upgrade(
+        "/socket/websocket?user=a&vsn=2.0.0",
+        Some(KEY),
+        Some("13"),
+        &extra,
+    );
+    let (response, mut raw) = Raw::handshake(&server, &request).await;
+    assert_eq!(response.status, 101);
+    raw.send(&frame(
+        TEXT,
+        true,
+        br#"[null,"1","phoenix","heartbeat",{}]"#,
+    ))
+    .await;
+    let reply: serde_json::Value =
+        serde_json::from_slice(&raw.recv().await.unwrap().payload).unwrap();
+    assert_eq!(reply[3], "phx_reply");
+    server.stop();
+}

@@ -2,7 +2,8 @@
 //! our own.
 //!
 //! Owns the handshake (admission, then `101` selecting the `phoenix` sub-protocol, `403`
-//! before any upgrade, or `400`) and the connection: what each message from its reader
+//! before any upgrade, `426` for a WebSocket version other than 13, or `400`) and the
+//! connection: what each message from its reader
 //! (`ws_inbound.rs`: framing, reassembly, UTF-8, limits) calls for, ping/pong, the close
 //! handshake with the right codes, the idle timeout, and the connection's outlet over its
 //! outbound queue (`ws_outbox.rs`: bounded, written by the worker's flusher). Hands whole
@@ -21,6 +22,8 @@ use actix_http::ws::{hash_key, CloseReason, Message};
 use actix_web::http::Method;
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
@@ -62,19 +65,42 @@ pub(crate) struct UpgradeRequest {
     origin: Option<String>,
     host: Option<String>,
     connection_upgrade: bool,
-    version_13: bool,
+    version: Option<String>,
     key: Option<String>,
     protocols: Option<String>,
 }
 
+/// Headers parsed without allocating; a head with more gets room for all of them (the
+/// head's size is what is limited: 16 KiB, `listener.rs`).
+const USUAL_HEADERS: usize = 64;
+
 /// Reads `head` as an upgrade to one of `shared`'s WebSocket paths; `None` for any other
 /// request, which actix-web serves.
 pub(crate) fn upgrade_request(head: &[u8], shared: &Shared) -> Option<UpgradeRequest> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = [httparse::EMPTY_HEADER; USUAL_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(head_len) = request.parse(head).ok()? else {
-        return None;
-    };
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(head_len)) => read_upgrade(&request, head_len, shared),
+        Err(httparse::Error::TooManyHeaders) => {
+            // One header per line at most.
+            let lines = head.windows(2).filter(|w| w == b"\r\n").count();
+            let mut headers = vec![httparse::EMPTY_HEADER; lines];
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(head).ok()? {
+                httparse::Status::Complete(head_len) => read_upgrade(&request, head_len, shared),
+                httparse::Status::Partial => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The upgrade in a parsed request head, if it is one to a WebSocket path.
+fn read_upgrade(
+    request: &httparse::Request<'_, '_>,
+    head_len: usize,
+    shared: &Shared,
+) -> Option<UpgradeRequest> {
     if request.method? != "GET" {
         return None;
     }
@@ -100,14 +126,14 @@ pub(crate) fn upgrade_request(head: &[u8], shared: &Shared) -> Option<UpgradeReq
         origin: text("origin"),
         host: text("host"),
         connection_upgrade: has_token("connection", "upgrade"),
-        version_13: text("sec-websocket-version").as_deref() == Some("13"),
+        version: text("sec-websocket-version"),
         key: text("sec-websocket-key"),
         protocols: text("sec-websocket-protocol"),
     })
 }
 
 /// Answers an upgrade request on `io`: admission, then `101` and the connection runs on
-/// this thread, or a plain `403` / `400`. `head` holds what was read so far.
+/// this thread, or a plain `403` / `426` / `400`. `head` holds what was read so far.
 pub(crate) async fn handshake(
     request: UpgradeRequest,
     mut io: TcpStream,
@@ -144,7 +170,17 @@ pub(crate) async fn handshake(
             }
         },
     };
-    let key = match (&request.key, request.connection_upgrade, request.version_13) {
+    if request.version.as_deref().is_some_and(|v| v.trim() != "13") {
+        // RFC 6455 §4.2.2: say which version is spoken.
+        log::info!(
+            "{}: websocket refused: a version other than 13",
+            admission.peer()
+        );
+        let version = "sec-websocket-version: 13\r\n";
+        return respond_with(&mut io, "426 Upgrade Required", version).await;
+    }
+    let key = request.key.as_deref().filter(|key| valid_key(key));
+    let key = match (key, request.connection_upgrade, request.version.is_some()) {
         (Some(key), true, true) => key,
         _ => {
             log::info!("{}: not a valid WebSocket upgrade", admission.peer());
@@ -182,9 +218,22 @@ pub(crate) async fn not_upgraded(req: HttpRequest, shared: web::Data<Arc<Shared>
     HttpResponse::BadRequest().body("expected a WebSocket upgrade as a connection's first request")
 }
 
+/// Whether `key` is a `Sec-WebSocket-Key`: the base64 of 16 bytes (RFC 6455 §4.1).
+fn valid_key(key: &str) -> bool {
+    BASE64
+        .decode(key.trim())
+        .is_ok_and(|nonce| nonce.len() == 16)
+}
+
 /// A refusal before any upgrade: the status line, no body, and the connection closed.
 async fn respond(io: &mut TcpStream, status: &str) {
-    let response = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    respond_with(io, status, "").await;
+}
+
+/// The same, with `headers` (whole lines) added.
+async fn respond_with(io: &mut TcpStream, status: &str, headers: &str) {
+    let response =
+        format!("HTTP/1.1 {status}\r\n{headers}content-length: 0\r\nconnection: close\r\n\r\n");
     if io.write_all(response.as_bytes()).await.is_ok() {
         let _ = io.shutdown().await;
     }
