@@ -28,6 +28,8 @@ impl Close {
     pub const INTERLEAVED_FRAGMENT: Close = Close::new(1002, "new message inside a fragmented one");
     /// A continuation frame arrived with no fragmented message to continue.
     pub const STRAY_CONTINUATION: Close = Close::new(1002, "continuation without a message");
+    /// The client's close frame carries a code no endpoint may send (RFC 6455 §7.4).
+    pub const INVALID_CLOSE_CODE: Close = Close::new(1002, "invalid close code");
 
     /// A binary frame on a V1 connection, which speaks JSON text only.
     pub const UNSUPPORTED_DATA: Close = Close::new(1003, "invalid message");
@@ -35,6 +37,8 @@ impl Close {
     pub const INVALID_MESSAGE: Close = Close::new(1007, "invalid message");
     /// A text message that is not UTF-8.
     pub const INVALID_UTF8: Close = Close::new(1007, "invalid UTF-8 in text message");
+    /// The reason in the client's close frame is not UTF-8.
+    pub const INVALID_CLOSE_REASON: Close = Close::new(1007, "invalid UTF-8 in close reason");
 
     /// The client does not read: its outbound queue reached the bound.
     pub const OUTBOUND_FULL: Close = Close::policy("outbound queue full");
@@ -96,9 +100,11 @@ mod tests {
             Close::PROTOCOL_ERROR,
             Close::INTERLEAVED_FRAGMENT,
             Close::STRAY_CONTINUATION,
+            Close::INVALID_CLOSE_CODE,
             Close::UNSUPPORTED_DATA,
             Close::INVALID_MESSAGE,
             Close::INVALID_UTF8,
+            Close::INVALID_CLOSE_REASON,
             Close::OUTBOUND_FULL,
             Close::JOIN_BACKLOG_FULL,
             Close::POLL_QUEUE_FULL,

@@ -562,3 +562,57 @@ async fn an_upgrade_with_many_headers_is_accepted() {
     assert_eq!(reply[3], "phx_reply");
     server.stop();
 }
+
+/// A close code no endpoint may send (RFC 6455 §7.4) is a protocol error: 1002 with a
+/// reason that says so. A close reason that is not UTF-8 is 1007. A valid code is echoed.
+#[tokio::test]
+async fn bad_close_frames_are_answered_with_what_is_wrong() {
+    let server = start();
+    for code in [999, 1004, 1005, 1006, 1015, 2000, 2999, 5000] {
+        let mut raw = Raw::socket(&server).await;
+        raw.send(&close_frame(code, b"")).await;
+        assert_eq!(
+            raw.expect_close().await,
+            (1002, "invalid close code".to_owned()),
+            "code {code}"
+        );
+    }
+    let mut raw = Raw::socket(&server).await;
+    raw.send(&close_frame(1000, &[0xce, 0xba, 0xff])).await;
+    assert_eq!(
+        raw.expect_close().await,
+        (1007, "invalid UTF-8 in close reason".to_owned())
+    );
+    for code in [1000, 1001, 3000, 4999] {
+        let mut raw = Raw::socket(&server).await;
+        raw.send(&close_frame(code, b"bye")).await;
+        assert_eq!(
+            raw.expect_close().await,
+            (code, String::new()),
+            "code {code}"
+        );
+    }
+    server.stop();
+}
+
+/// The fragment rules each have their own reason: a data frame inside a fragmented
+/// message, and a continuation with nothing to continue.
+#[tokio::test]
+async fn fragment_violations_close_with_their_own_reason() {
+    let server = start();
+    let mut raw = Raw::socket(&server).await;
+    let mut bytes = frame(TEXT, false, b"[null,");
+    bytes.extend(frame(TEXT, true, b"[]"));
+    raw.send(&bytes).await;
+    assert_eq!(
+        raw.expect_close().await,
+        (1002, "new message inside a fragmented one".to_owned())
+    );
+    let mut raw = Raw::socket(&server).await;
+    raw.send(&frame(CONTINUATION, true, b"]")).await;
+    assert_eq!(
+        raw.expect_close().await,
+        (1002, "continuation without a message".to_owned())
+    );
+    server.stop();
+}

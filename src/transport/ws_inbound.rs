@@ -1,7 +1,9 @@
 //! The read side of one WebSocket connection: frames in, whole messages out.
 //!
 //! Owns reading the socket, framing (actix-http's `ws::Codec`) under the size limit,
-//! the reassembly of fragmented messages and the UTF-8 validation of text. Yields
+//! the reassembly of fragmented messages, the UTF-8 validation of text, and the checks
+//! of a close frame's code and reason (so that each violation gets its own close, where
+//! the codec reports both as "Bad opcode"). Yields
 //! [`Incoming`] messages, or the [`Close`] a violation calls for; after a violation it
 //! drops whatever arrives. Must not answer anything nor know what a message means: the
 //! connection (`websocket.rs`) decides what each message or failure calls for.
@@ -293,7 +295,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 let why = format_args!("a control frame declaring {declared} bytes");
                 return Err(ReadError::refused(Close::PROTOCOL_ERROR, why));
             }
-            return Ok(());
+            return match header.opcode {
+                0x8 => close_payload(header, &self.buf),
+                _ => Ok(()),
+            };
         }
         let max = self.max_message;
         let before = match (header.opcode, &self.fragments) {
@@ -411,6 +416,34 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 }
 
+/// Checks the close frame `header` announces, once it is whole in `buf`: a code no
+/// endpoint may send (RFC 6455 §7.4; the same codes the codec accepts) is a protocol
+/// error, a reason that is not UTF-8 invalid data (§8.1).
+fn close_payload(header: Header, buf: &[u8]) -> Result<(), ReadError> {
+    let Some(masked) = buf.get(header.len..header.frame_len()) else {
+        return Ok(());
+    };
+    let mask = &buf[header.len - 4..header.len];
+    let payload: Vec<u8> = masked
+        .iter()
+        .zip(mask.iter().cycle())
+        .map(|(byte, key)| byte ^ key)
+        .collect();
+    let [high, low, reason @ ..] = payload.as_slice() else {
+        // Empty, or one byte (which the codec refuses).
+        return Ok(());
+    };
+    let code = u16::from_be_bytes([*high, *low]);
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        let why = format_args!("the client's close frame carries code {code}");
+        return Err(ReadError::refused(Close::INVALID_CLOSE_CODE, why));
+    }
+    if let Err(error) = std::str::from_utf8(reason) {
+        return Err(ReadError::refused(Close::INVALID_CLOSE_REASON, error));
+    }
+    Ok(())
+}
+
 /// A text message, once its bytes are known to be UTF-8.
 fn text(data: Bytes) -> Result<Incoming, ReadError> {
     ByteString::try_from(data)
@@ -431,6 +464,19 @@ fn codec_error(error: ProtocolError, max_message: usize) -> ReadError {
             ReadError::refused(Close::PROTOCOL_ERROR, io)
         }
         ProtocolError::Io(io) => ReadError::Gone(io),
+        ProtocolError::ContinuationStarted => {
+            let close = Close::INTERLEAVED_FRAGMENT;
+            ReadError::refused(close, close.reason)
+        }
+        ProtocolError::ContinuationNotStarted => {
+            let close = Close::STRAY_CONTINUATION;
+            ReadError::refused(close, close.reason)
+        }
+        // The codec's word for a close frame it refuses, which `close_payload` has
+        // already checked; kept in case the codec finds more.
+        ProtocolError::BadOpCode => {
+            ReadError::refused(Close::INVALID_CLOSE_CODE, "the codec refused a close frame")
+        }
         other => ReadError::refused(Close::PROTOCOL_ERROR, other),
     }
 }
