@@ -2,8 +2,7 @@
 //!
 //! Owns reading the socket, framing (actix-http's `ws::Codec`) under the size limit,
 //! the reassembly of fragmented messages, the UTF-8 validation of text, and the checks
-//! of a close frame's code and reason (so that each violation gets its own close, where
-//! the codec reports both as "Bad opcode"). Yields
+//! of a close frame's code and reason (the codec reports both as "Bad opcode"). Yields
 //! [`Incoming`] messages, or the [`Close`] a violation calls for; after a violation it
 //! drops whatever arrives. Must not answer anything nor know what a message means: the
 //! connection (`websocket.rs`) decides what each message or failure calls for.
@@ -264,7 +263,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     /// Bytes the unfinished message holds, counting the frame being read as whole (the
-    /// codec reserves room for all of it).
+    /// codec reserves room for all of it); its header must have passed [`Self::check`].
     fn unfinished(&self) -> usize {
         let fragments = self.fragments.as_ref().map_or(0, |f| f.data.capacity());
         let frame = Header::peek(&self.buf).map_or(0, Header::frame_len);
@@ -396,8 +395,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             data,
             ..
         } = self.fragments.take().expect("checked above");
-        // The message is whole: what it held of the budget is free again.
-        self.claim.hold(self.unfinished());
+        // The message is whole: what it held of the budget is free again. The buffer
+        // holds at most a read of what follows, claimed before anything more is read.
+        self.claim.hold(0);
         let data = Bytes::from(data);
         if is_text {
             text(data).map(Some)
