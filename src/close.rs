@@ -28,6 +28,8 @@ impl Close {
     pub const INTERLEAVED_FRAGMENT: Close = Close::new(1002, "new message inside a fragmented one");
     /// A continuation frame arrived with no fragmented message to continue.
     pub const STRAY_CONTINUATION: Close = Close::new(1002, "continuation without a message");
+    /// The client's close frame carries a code no endpoint may send (RFC 6455 §7.4).
+    pub const INVALID_CLOSE_CODE: Close = Close::new(1002, "invalid close code");
 
     /// A binary frame on a V1 connection, which speaks JSON text only.
     pub const UNSUPPORTED_DATA: Close = Close::new(1003, "invalid message");
@@ -35,6 +37,8 @@ impl Close {
     pub const INVALID_MESSAGE: Close = Close::new(1007, "invalid message");
     /// A text message that is not UTF-8.
     pub const INVALID_UTF8: Close = Close::new(1007, "invalid UTF-8 in text message");
+    /// The reason in the client's close frame is not UTF-8.
+    pub const INVALID_CLOSE_REASON: Close = Close::new(1007, "invalid UTF-8 in close reason");
 
     /// The client does not read: its outbound queue reached the bound.
     pub const OUTBOUND_FULL: Close = Close::policy("outbound queue full");
@@ -44,9 +48,15 @@ impl Close {
     pub const POLL_QUEUE_FULL: Close = Close::policy("too many messages waiting");
     /// The client's messages for one channel pile up faster than it handles them.
     pub const INBOUND_FULL: Close = Close::policy("too many messages in flight");
+    /// A message whose `ref` or `join_ref`, topic or event is over its length limit.
+    pub const FIELD_TOO_LONG: Close = Close::policy("ref, topic or event too long");
 
     /// A message over the size limit.
     pub const TOO_BIG: Close = Close::new(1009, "message too big");
+
+    /// Messages still arriving hold the whole server-wide budget for them; this
+    /// connection's needs more (1013, Try Again Later, in IANA's registry).
+    pub const SERVER_BUSY: Close = Close::new(1013, "server busy, try again later");
 
     const fn new(code: u16, reason: &'static str) -> Close {
         Close { code, reason }
@@ -90,14 +100,18 @@ mod tests {
             Close::PROTOCOL_ERROR,
             Close::INTERLEAVED_FRAGMENT,
             Close::STRAY_CONTINUATION,
+            Close::INVALID_CLOSE_CODE,
             Close::UNSUPPORTED_DATA,
             Close::INVALID_MESSAGE,
             Close::INVALID_UTF8,
+            Close::INVALID_CLOSE_REASON,
             Close::OUTBOUND_FULL,
             Close::JOIN_BACKLOG_FULL,
             Close::POLL_QUEUE_FULL,
             Close::INBOUND_FULL,
+            Close::FIELD_TOO_LONG,
             Close::TOO_BIG,
+            Close::SERVER_BUSY,
         ];
         assert!(all.iter().all(|close| close.reason.len() <= 123));
     }

@@ -30,8 +30,9 @@ pub struct Config {
     #[arg(long, env = "FLUXWIRE_MAX_FRAME_SIZE", default_value_t = 1024 * 1024)]
     pub max_frame_size: usize,
 
-    /// Close a WebSocket that has sent nothing (not even a heartbeat) for this many
-    /// milliseconds, with code 1001. phoenix.js sends a heartbeat every 30 s.
+    /// Close a WebSocket that has sent no complete message (not even a heartbeat) for
+    /// this many milliseconds, with code 1001: pings, pongs and the fragments of an
+    /// unfinished message do not count. phoenix.js sends a heartbeat every 30 s.
     #[arg(long, env = "FLUXWIRE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
 
@@ -44,6 +45,13 @@ pub struct Config {
     /// with 1008.
     #[arg(long, env = "FLUXWIRE_MAX_OUTBOUND_BYTES", default_value_t = 1024 * 1024)]
     pub max_outbound_bytes: usize,
+
+    /// Most bytes that WebSocket messages still arriving (a frame read in part, the
+    /// fragments of a message not yet complete) may hold across all connections. Past
+    /// it, a connection that needs more is closed with code 1013 (try again later).
+    /// Messages up to 16 KiB never count.
+    #[arg(long, env = "FLUXWIRE_MAX_UNFINISHED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_unfinished_bytes: usize,
 
     /// Most channels one connection may have joined at once.
     #[arg(long, env = "FLUXWIRE_MAX_CHANNELS", default_value_t = 100)]

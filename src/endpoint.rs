@@ -32,7 +32,7 @@ use crate::router::Router;
 use crate::session::SessionShared;
 use crate::socket::Socket;
 use crate::transport::longpoll::{self, LongPoll, LongPollServers};
-use crate::transport::{listener, websocket, Mounts, Shared, WsLimits};
+use crate::transport::{listener, websocket, Mounts, Shared, UnfinishedBudget, WsLimits};
 
 /// What the application builds its channels and stores on.
 #[derive(Clone, Default)]
@@ -214,6 +214,7 @@ impl Endpoint {
                 idle_timeout: config.idle_timeout(),
                 max_outbound_frames: config.max_outbound_frames,
                 max_outbound_bytes: config.max_outbound_bytes,
+                unfinished: UnfinishedBudget::new(config.max_unfinished_bytes),
             },
             longpoll: LongPoll {
                 window: config.longpoll_window(),

@@ -300,9 +300,7 @@ async fn join_refusals() {
             json!({"reason": "invalid payload"})
         )
     );
-    let long_topic = format!("echo:{}", "x".repeat(300));
-    let r = c.join(&long_topic, "4", json!({})).await;
-    assert_eq!(r[4]["response"], json!({"reason": "unmatched topic"}));
+    // (A topic over 255 bytes closes the connection with 1008: tests/websocket.rs.)
     assert_eq!(c.join("echo:a", "5", json!({})).await[4]["status"], "ok");
     assert_eq!(c.join("echo:b", "6", json!({})).await[4]["status"], "ok");
     let r = c.join("echo:c", "7", json!({})).await;

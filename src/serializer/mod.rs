@@ -1,8 +1,9 @@
 //! The Phoenix serializers: V1 JSON objects, V2 JSON arrays and V2 binary frames.
 //!
 //! Owns the choice of serializer from the `vsn` query value, the encoded [`Frame`], the
-//! decode and encode errors (with the close code a decode error calls for), and the JSON
-//! pieces both versions share. Serializers only turn bytes into [`Message`]s and replies,
+//! decode and encode errors (with the close code a decode error calls for), the length
+//! limits of a client's refs, topics and events, and the JSON pieces both versions
+//! share. Serializers only turn bytes into [`Message`]s and replies,
 //! pushes and broadcasts into bytes: they do no I/O, keep no state and must not touch
 //! sockets, sessions or the message model itself.
 
@@ -39,6 +40,16 @@ pub enum Frame {
 #[error("unsupported vsn {0:?}: matches neither ~> 1.0.0 (V1) nor ~> 2.0.0 (V2)")]
 pub struct UnsupportedVsn(pub String);
 
+/// Longest `ref` or `join_ref` a client may send, in bytes. phoenix.js sends decimal
+/// counters (`"1"`, `"2"`, …), other clients short tokens (a UUID is 36 bytes); the
+/// server keeps a channel's join ref for the channel's life, so a client must not make
+/// it hold megabytes.
+pub const MAX_REF_BYTES: usize = 64;
+
+/// Longest topic or event a client may send, in bytes: what a V2 binary frame's one
+/// length byte can carry, so no client that works with Phoenix uses longer.
+pub const MAX_NAME_BYTES: usize = 255;
+
 /// A client message that cannot be decoded; the connection must close with
 /// [`close`](DecodeError::close).
 #[derive(Debug, thiserror::Error)]
@@ -65,14 +76,23 @@ pub enum DecodeError {
     BinaryTooShort { declared: usize, len: usize },
     #[error("binary frame field `{0}` is not valid UTF-8")]
     NotUtf8(&'static str),
+    #[error("`{field}` is {len} bytes long, over the {max}-byte limit")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 impl DecodeError {
     /// How the connection closes on this error: 1003 (unsupported data) for a binary
-    /// frame on V1, 1007 (invalid frame payload data) for everything else.
+    /// frame on V1, 1008 (policy violation) for a field over its length limit (the
+    /// message is well formed; it breaks a limit of this server), 1007 (invalid frame
+    /// payload data) for everything else.
     pub fn close(&self) -> Close {
         match self {
             DecodeError::BinaryOnV1 => Close::UNSUPPORTED_DATA,
+            DecodeError::TooLong { .. } => Close::FIELD_TOO_LONG,
             _ => Close::INVALID_MESSAGE,
         }
     }
@@ -113,18 +133,20 @@ impl Serializer {
 
     /// Decodes one text frame (or one long-poll text message).
     pub fn decode_text(self, text: &str) -> Result<Message, DecodeError> {
-        match self {
+        let message = match self {
             Serializer::V1 => v1::decode(text),
             Serializer::V2 => v2::decode_text(text),
-        }
+        }?;
+        within_limits(message)
     }
 
     /// Decodes one binary frame. The payload is a zero-copy slice of `frame`.
     pub fn decode_binary(self, frame: Bytes) -> Result<Message, DecodeError> {
-        match self {
+        let message = match self {
             Serializer::V1 => Err(DecodeError::BinaryOnV1),
             Serializer::V2 => v2::decode_binary(frame),
-        }
+        }?;
+        within_limits(message)
     }
 
     pub fn encode_reply(self, reply: &PhxReply<'_>) -> Result<Frame, EncodeError> {
@@ -146,6 +168,26 @@ impl Serializer {
             Serializer::V1 => v1::encode_broadcast(broadcast),
             Serializer::V2 => v2::encode_broadcast(broadcast),
         }
+    }
+}
+
+/// `message`, if its refs, topic and event are within [`MAX_REF_BYTES`] and
+/// [`MAX_NAME_BYTES`].
+fn within_limits(message: Message) -> Result<Message, DecodeError> {
+    let ref_len = |r: &Option<Ref>| match r {
+        None => 0,
+        Some(Ref::Str(s)) => s.len(),
+        Some(Ref::Num(n)) => n.to_string().len(),
+    };
+    let fields = [
+        ("join_ref", ref_len(&message.join_ref), MAX_REF_BYTES),
+        ("ref", ref_len(&message.msg_ref), MAX_REF_BYTES),
+        ("topic", message.topic.len(), MAX_NAME_BYTES),
+        ("event", message.event.len(), MAX_NAME_BYTES),
+    ];
+    match fields.into_iter().find(|&(_, len, max)| len > max) {
+        Some((field, len, max)) => Err(DecodeError::TooLong { field, len, max }),
+        None => Ok(message),
     }
 }
 
@@ -356,6 +398,58 @@ mod tests {
         for err in errors {
             assert_eq!(err.close().code, 1007, "{err}");
         }
+    }
+
+    #[test]
+    fn refs_topics_and_events_are_limited_and_close_with_1008() {
+        let ref_64 = "r".repeat(MAX_REF_BYTES);
+        let name_255 = "t".repeat(MAX_NAME_BYTES);
+        let at_limits = serde_json::json!([ref_64, ref_64, name_255, name_255, {}]);
+        let message = Serializer::V2.decode_text(&at_limits.to_string()).unwrap();
+        assert_eq!(message.join_ref, Some(Ref::from(ref_64.as_str())));
+
+        let ref_65 = "r".repeat(MAX_REF_BYTES + 1);
+        let name_256 = "t".repeat(MAX_NAME_BYTES + 1);
+        let cases = [
+            (
+                serde_json::json!([ref_65, "1", "t", "e", {}]),
+                "join_ref",
+                65,
+            ),
+            (serde_json::json!(["1", ref_65, "t", "e", {}]), "ref", 65),
+            (
+                serde_json::json!([null, "1", name_256, "e", {}]),
+                "topic",
+                256,
+            ),
+            (
+                serde_json::json!([null, "1", "t", name_256, {}]),
+                "event",
+                256,
+            ),
+        ];
+        for (text, field, len) in cases {
+            let err = Serializer::V2.decode_text(&text.to_string()).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::TooLong { field: f, len: l, .. } if f == field && l == len),
+                "{err}"
+            );
+            assert_eq!(err.close(), Close::FIELD_TOO_LONG);
+        }
+        let v1 = format!(r#"{{"topic":"t","event":"e","payload":{{}},"ref":"{ref_65}"}}"#);
+        let err = Serializer::V1.decode_text(&v1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`ref` is 65 bytes long, over the 64-byte limit"
+        );
+        assert_eq!(err.close().code, 1008);
+
+        // A binary push carries up to 255 bytes per field; refs still stop at 64.
+        let mut push = vec![0u8, 65, 1, 1, 1];
+        push.extend_from_slice(ref_65.as_bytes());
+        push.extend_from_slice(b"1te");
+        let err = Serializer::V2.decode_binary(push.into()).unwrap_err();
+        assert_eq!(err.close(), Close::FIELD_TOO_LONG);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub(crate) mod listener;
 pub(crate) mod longpoll;
 pub(crate) mod origin;
 pub(crate) mod websocket;
+mod ws_inbound;
 mod ws_outbox;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use actix_web::HttpRequest;
 
 use self::longpoll::LongPoll;
 use self::origin::OriginPolicy;
+pub(crate) use self::ws_inbound::UnfinishedBudget;
 use crate::channel::ChannelReport;
 use crate::outlet::Outlet;
 use crate::serializer::Serializer;
@@ -50,8 +52,8 @@ pub(crate) struct Mounts {
     pub echo: Option<String>,
 }
 
-/// Per-connection limits of a WebSocket.
-#[derive(Clone, Copy, Debug)]
+/// Limits of WebSocket connections: each one's, and the budget they share.
+#[derive(Clone, Debug)]
 pub(crate) struct WsLimits {
     /// Largest message, after reassembly of fragments (1009 past it).
     pub max_message: usize,
@@ -60,6 +62,8 @@ pub(crate) struct WsLimits {
     /// Most frames and bytes queued for a client that is not reading (1008 past it).
     pub max_outbound_frames: usize,
     pub max_outbound_bytes: usize,
+    /// What messages still arriving may hold across connections (1013 past it).
+    pub unfinished: Arc<UnfinishedBudget>,
 }
 
 /// What sits behind a transport: the Phoenix session, or the test echo.

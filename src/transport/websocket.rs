@@ -2,36 +2,32 @@
 //! our own.
 //!
 //! Owns the handshake (admission, then `101` selecting the `phoenix` sub-protocol, `403`
-//! before any upgrade, or `400`), the WebSocket rules (reassembly of fragments under the
-//! size limit, UTF-8 validation, ping/pong, the close handshake with the right codes,
-//! the idle timeout) and the connection's outlet over its outbound queue (`ws_outbox.rs`:
-//! bounded, written by the worker's flusher). Hands whole messages to a [`Connection`];
-//! must not parse them.
+//! before any upgrade, `426` for a WebSocket version other than 13, or `400`) and the
+//! connection: what each message from its reader
+//! (`ws_inbound.rs`: framing, reassembly, UTF-8, limits) calls for, ping/pong, the close
+//! handshake with the right codes, the idle timeout, and the connection's outlet over its
+//! outbound queue (`ws_outbox.rs`: bounded, written by the worker's flusher). Hands whole
+//! messages to a [`Connection`]; must not parse them.
 //!
 //! Framing is actix-http's `ws::Codec`, the buffers are ours: behind actix-http's HTTP/1
 //! dispatcher (with actix-web-actors) every connection held two 8 KiB buffers for its
 //! whole life, 12.5 KB per idle upgraded connection; here an idle one holds none.
 
-use std::io;
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler};
-use actix_codec::Decoder;
-use actix_http::ws::{
-    hash_key, CloseReason, Codec, Frame as WsFrame, Item, Message, ProtocolError,
-};
+use actix_http::ws::{hash_key, CloseReason, Message};
 use actix_web::http::Method;
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::AsyncWriteExt;
 
+use super::ws_inbound::{Incoming, ReadError, Reader};
 use super::ws_outbox::{self, WsOutbox, WsOutlet};
 use super::{admit, Admission, Connection, Mounts, Shared, WsLimits};
 use crate::close::Close;
@@ -69,19 +65,42 @@ pub(crate) struct UpgradeRequest {
     origin: Option<String>,
     host: Option<String>,
     connection_upgrade: bool,
-    version_13: bool,
+    version: Option<String>,
     key: Option<String>,
     protocols: Option<String>,
 }
 
+/// Headers parsed without allocating; a head with more gets room for all of them (the
+/// head's size is what is limited: 16 KiB, `listener.rs`).
+const USUAL_HEADERS: usize = 64;
+
 /// Reads `head` as an upgrade to one of `shared`'s WebSocket paths; `None` for any other
 /// request, which actix-web serves.
 pub(crate) fn upgrade_request(head: &[u8], shared: &Shared) -> Option<UpgradeRequest> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = [httparse::EMPTY_HEADER; USUAL_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(head_len) = request.parse(head).ok()? else {
-        return None;
-    };
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(head_len)) => read_upgrade(&request, head_len, shared),
+        Err(httparse::Error::TooManyHeaders) => {
+            // One header per line at most.
+            let lines = head.windows(2).filter(|w| w == b"\r\n").count();
+            let mut headers = vec![httparse::EMPTY_HEADER; lines];
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(head).ok()? {
+                httparse::Status::Complete(head_len) => read_upgrade(&request, head_len, shared),
+                httparse::Status::Partial => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The upgrade in a parsed request head, if it is one to a WebSocket path.
+fn read_upgrade(
+    request: &httparse::Request<'_, '_>,
+    head_len: usize,
+    shared: &Shared,
+) -> Option<UpgradeRequest> {
     if request.method? != "GET" {
         return None;
     }
@@ -107,14 +126,14 @@ pub(crate) fn upgrade_request(head: &[u8], shared: &Shared) -> Option<UpgradeReq
         origin: text("origin"),
         host: text("host"),
         connection_upgrade: has_token("connection", "upgrade"),
-        version_13: text("sec-websocket-version").as_deref() == Some("13"),
+        version: text("sec-websocket-version"),
         key: text("sec-websocket-key"),
         protocols: text("sec-websocket-protocol"),
     })
 }
 
 /// Answers an upgrade request on `io`: admission, then `101` and the connection runs on
-/// this thread, or a plain `403` / `400`. `head` holds what was read so far.
+/// this thread, or a plain `403` / `426` / `400`. `head` holds what was read so far.
 pub(crate) async fn handshake(
     request: UpgradeRequest,
     mut io: TcpStream,
@@ -151,7 +170,17 @@ pub(crate) async fn handshake(
             }
         },
     };
-    let key = match (&request.key, request.connection_upgrade, request.version_13) {
+    if request.version.as_deref().is_some_and(|v| v.trim() != "13") {
+        // RFC 6455 §4.2.2: say which version is spoken.
+        log::info!(
+            "{}: websocket refused: a version other than 13",
+            admission.peer()
+        );
+        let version = "sec-websocket-version: 13\r\n";
+        return respond_with(&mut io, "426 Upgrade Required", version).await;
+    }
+    let key = request.key.as_deref().filter(|key| valid_key(key));
+    let key = match (key, request.connection_upgrade, request.version.is_some()) {
         (Some(key), true, true) => key,
         _ => {
             log::info!("{}: not a valid WebSocket upgrade", admission.peer());
@@ -170,7 +199,7 @@ pub(crate) async fn handshake(
     if io.write_all(response.as_bytes()).await.is_err() {
         return;
     }
-    let limits = shared.websocket;
+    let limits = shared.websocket.clone();
     match session {
         Some(session) => serve(session, io, early, limits),
         None => serve(Echo, io, early, limits),
@@ -189,9 +218,22 @@ pub(crate) async fn not_upgraded(req: HttpRequest, shared: web::Data<Arc<Shared>
     HttpResponse::BadRequest().body("expected a WebSocket upgrade as a connection's first request")
 }
 
+/// Whether `key` is a `Sec-WebSocket-Key`: the base64 of 16 bytes (RFC 6455 §4.1).
+fn valid_key(key: &str) -> bool {
+    BASE64
+        .decode(key.trim())
+        .is_ok_and(|nonce| nonce.len() == 16)
+}
+
 /// A refusal before any upgrade: the status line, no body, and the connection closed.
 async fn respond(io: &mut TcpStream, status: &str) {
-    let response = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    respond_with(io, status, "").await;
+}
+
+/// The same, with `headers` (whole lines) added.
+async fn respond_with(io: &mut TcpStream, status: &str, headers: &str) {
+    let response =
+        format!("HTTP/1.1 {status}\r\n{headers}content-length: 0\r\nconnection: close\r\n\r\n");
     if io.write_all(response.as_bytes()).await.is_ok() {
         let _ = io.shutdown().await;
     }
@@ -202,12 +244,8 @@ async fn respond(io: &mut TcpStream, status: &str) {
 fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limits: WsLimits) {
     let (read_half, write_half) = stream.into_split();
     WsActor::create(move |ctx| {
-        ctx.add_stream(FrameReader {
-            io: read_half,
-            buf: early,
-            codec: Codec::new().max_size(limits.max_message),
-            eof: false,
-        });
+        let budget = limits.unfinished.clone();
+        ctx.add_stream(Reader::new(read_half, early, limits.max_message, budget));
         let outlet = ws_outbox::outlet(write_half, &limits, connection.serializer());
         let writer = actix::fut::wrap_future::<_, WsActor<C>>(ws_outbox::write(outlet.clone()));
         ctx.spawn(writer.map(|result, actor, ctx| {
@@ -229,8 +267,7 @@ fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limit
             connection,
             limits,
             outlet,
-            fragments: None,
-            last_seen: Instant::now(),
+            last_message: Instant::now(),
         }
     });
 }
@@ -271,84 +308,15 @@ impl Connection for Echo {
     }
 }
 
-/// Reads frames from the socket. Between messages it holds no buffer.
-struct FrameReader {
-    io: OwnedReadHalf,
-    buf: BytesMut,
-    codec: Codec,
-    eof: bool,
-}
-
-/// Bytes read from the socket per read call.
-const READ_CHUNK: usize = 8 * 1024;
-
-impl futures_core::Stream for FrameReader {
-    type Item = Result<WsFrame, ProtocolError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            if !this.buf.is_empty() {
-                match this.codec.decode(&mut this.buf) {
-                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
-                    Ok(None) => {}
-                    Err(error) => return Poll::Ready(Some(Err(error))),
-                }
-            }
-            if this.eof {
-                return Poll::Ready(None);
-            }
-            // Not zeroed: the socket writes what is read.
-            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut read = ReadBuf::uninit(&mut chunk);
-            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) if read.filled().is_empty() => this.eof = true,
-                Poll::Ready(Ok(())) => this.buf.extend_from_slice(read.filled()),
-                Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(ProtocolError::Io(error)))),
-                Poll::Pending => {
-                    if this.buf.is_empty() {
-                        // An idle connection keeps no read buffer.
-                        this.buf = BytesMut::new();
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
-    }
-}
-
-/// A fragmented message being reassembled.
-struct Fragments {
-    text: bool,
-    data: BytesMut,
-    /// How much of `data` is known to be valid UTF-8 (text only).
-    valid_up_to: usize,
-}
-
-impl Fragments {
-    /// Validates the UTF-8 received so far, failing as soon as a sequence is invalid
-    /// (not merely incomplete, unless this is the last fragment).
-    fn extend_valid_utf8(&mut self, last: bool) -> bool {
-        match std::str::from_utf8(&self.data[self.valid_up_to..]) {
-            Ok(_) => {
-                self.valid_up_to = self.data.len();
-                true
-            }
-            Err(error) => {
-                self.valid_up_to += error.valid_up_to();
-                error.error_len().is_none() && !last
-            }
-        }
-    }
-}
-
 /// One WebSocket connection, driving a [`Connection`].
 struct WsActor<C: Connection> {
     connection: C,
     limits: WsLimits,
     outlet: Arc<WsOutlet>,
-    fragments: Option<Fragments>,
-    last_seen: Instant,
+    /// When the last complete message arrived: only messages (a Phoenix heartbeat, say)
+    /// keep a connection open, not pings, pongs or the fragments of a message that never
+    /// ends (docs/protocol.md §4.2).
+    last_message: Instant,
 }
 
 impl<C: Connection> WsActor<C> {
@@ -367,90 +335,13 @@ impl<C: Connection> WsActor<C> {
         self.outlet.close(close);
     }
 
-    fn deliver_text(&mut self, data: &[u8]) {
-        match std::str::from_utf8(data) {
-            Ok(text) => self.connection.text(text, &*self.outlet),
-            Err(error) => self.fail(Close::INVALID_UTF8, &error),
-        }
-    }
-
-    fn deliver_binary(&mut self, data: Bytes) {
-        self.connection.binary(data, &*self.outlet);
-    }
-
-    fn start_fragments(&mut self, text: bool, first: Bytes) -> Bytes {
-        self.fragments = Some(Fragments {
-            text,
-            data: BytesMut::new(),
-            valid_up_to: 0,
-        });
-        first
-    }
-
-    fn continuation(&mut self, item: Item) {
-        let (chunk, last) = match item {
-            Item::FirstText(_) | Item::FirstBinary(_) if self.fragments.is_some() => {
-                let close = Close::INTERLEAVED_FRAGMENT;
-                return self.fail(close, &close.reason);
-            }
-            Item::FirstText(chunk) => (self.start_fragments(true, chunk), false),
-            Item::FirstBinary(chunk) => (self.start_fragments(false, chunk), false),
-            Item::Continue(chunk) => (chunk, false),
-            Item::Last(chunk) => (chunk, true),
-        };
-        let Some(fragments) = self.fragments.as_mut() else {
-            let close = Close::STRAY_CONTINUATION;
-            return self.fail(close, &close.reason);
-        };
-        let size = fragments.data.len() + chunk.len();
-        if size > self.limits.max_message {
-            let limit = self.limits.max_message;
-            return self.fail(
-                Close::TOO_BIG,
-                &format_args!("{size} bytes so far, over {limit}"),
-            );
-        }
-        fragments.data.extend_from_slice(&chunk);
-        if fragments.text && !fragments.extend_valid_utf8(last) {
-            let close = Close::INVALID_UTF8;
-            return self.fail(close, &close.reason);
-        }
-        if last {
-            let Fragments { text, data, .. } = self.fragments.take().expect("checked above");
-            if text {
-                self.deliver_text(&data);
-            } else {
-                self.deliver_binary(data.freeze());
-            }
-        }
-    }
-
-    fn protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
-        match error {
-            ProtocolError::Overflow => {
-                let limit = self.limits.max_message;
-                self.fail(Close::TOO_BIG, &format_args!("a frame over {limit} bytes"))
-            }
-            // The codec reports reserved bits as InvalidData; anything else from the
-            // socket means the peer is gone.
-            ProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-                self.fail(Close::PROTOCOL_ERROR, &io)
-            }
-            ProtocolError::Io(io) => {
-                log::debug!("websocket read failed: {io}");
-                ctx.stop();
-            }
-            other => self.fail(Close::PROTOCOL_ERROR, &other),
-        }
-    }
-
     fn schedule_idle_check(&self, after: Duration, ctx: &mut Context<Self>) {
         ctx.run_later(after, |actor, ctx| {
-            let idle = actor.last_seen.elapsed();
+            let idle = actor.last_message.elapsed();
             if idle >= actor.limits.idle_timeout {
                 let close = Close::IDLE;
                 log::info!(
-                    "{}: websocket idle for {idle:?}: closing with {close}",
+                    "{}: websocket sent no complete message for {idle:?}: closing with {close}",
                     actor.connection.peer()
                 );
                 actor.outlet.close(close);
@@ -477,29 +368,33 @@ impl<C: Connection> Actor for WsActor<C> {
     }
 }
 
-impl<C: Connection> StreamHandler<Result<WsFrame, ProtocolError>> for WsActor<C> {
-    fn handle(&mut self, item: Result<WsFrame, ProtocolError>, ctx: &mut Self::Context) {
+impl<C: Connection> StreamHandler<Result<Incoming, ReadError>> for WsActor<C> {
+    fn handle(&mut self, item: Result<Incoming, ReadError>, ctx: &mut Self::Context) {
         if self.closing() {
             return;
         }
-        self.last_seen = Instant::now();
-        let frame = match item {
-            Ok(frame) => frame,
-            Err(error) => return self.protocol_error(error, ctx),
-        };
-        match frame {
-            WsFrame::Text(_) | WsFrame::Binary(_) if self.fragments.is_some() => {
-                let close = Close::INTERLEAVED_FRAGMENT;
-                self.fail(close, &close.reason)
+        let message = match item {
+            Ok(message) => message,
+            Err(ReadError::Refused { close, why }) => return self.fail(close, &why),
+            Err(ReadError::Gone(error)) => {
+                log::debug!("{}: websocket read failed: {error}", self.connection.peer());
+                return ctx.stop();
             }
-            WsFrame::Text(data) => self.deliver_text(&data),
-            WsFrame::Binary(data) => self.deliver_binary(data),
-            WsFrame::Continuation(item) => self.continuation(item),
-            WsFrame::Ping(payload) => self
+        };
+        match message {
+            Incoming::Text(text) => {
+                self.last_message = Instant::now();
+                self.connection.text(&text, &*self.outlet);
+            }
+            Incoming::Binary(bytes) => {
+                self.last_message = Instant::now();
+                self.connection.binary(bytes, &*self.outlet);
+            }
+            Incoming::Ping(payload) => self
                 .outlet
                 .with_outbox(|out| out.push(Message::Pong(payload))),
-            WsFrame::Pong(_) => {}
-            WsFrame::Close(reason) => {
+            Incoming::Pong => {}
+            Incoming::Close(reason) => {
                 // Echo the client's code, as RFC 6455 §5.5.1 asks; then we are done.
                 let echo = reason.map(|r| CloseReason {
                     code: r.code,
