@@ -86,6 +86,14 @@ pub struct Config {
     #[arg(long, env = "FLUXWIRE_LONGPOLL_TIMEOUT_MS", default_value_t = 15_000)]
     pub longpoll_timeout_ms: u64,
 
+    /// A request body (a long-poll POST's) must arrive whole within this many
+    /// milliseconds of its request head; past it the request is answered 408 and its
+    /// connection closed, so a client that declares a body and never sends it holds no
+    /// descriptor for long.
+    #[arg(long, env = "FLUXWIRE_BODY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: u64,
+
     /// Secret that signs long-poll session tokens (at least 32 bytes, e.g. the output
     /// of `openssl rand -base64 48`). When absent, a random one is generated at start
     /// (with a warning): tokens issued before a restart then no longer verify. Sessions
@@ -172,6 +180,10 @@ impl Config {
 
     pub fn longpoll_timeout(&self) -> Duration {
         Duration::from_millis(self.longpoll_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 
     /// Defaults for a server embedded in a program or a test: an ephemeral port on

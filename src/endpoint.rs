@@ -212,6 +212,7 @@ impl Endpoint {
                 window: config.longpoll_window(),
                 timeout: config.longpoll_timeout(),
                 max_body: config.max_frame_size,
+                body_timeout: config.body_timeout(),
                 servers: LongPollServers::new(secret),
             },
         });
