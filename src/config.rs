@@ -40,7 +40,8 @@ pub struct Config {
     pub max_outbound_frames: usize,
 
     /// Most bytes queued for one WebSocket client; past it the connection is closed
-    /// with 1008.
+    /// with 1008. Also the most bytes a long-poll session queues for its next poll;
+    /// past it the session ends (its client's next request gets 410).
     #[arg(long, env = "FLUXWIRE_MAX_OUTBOUND_BYTES", default_value_t = 1024 * 1024)]
     pub max_outbound_bytes: usize,
 

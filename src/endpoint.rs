@@ -213,6 +213,7 @@ impl Endpoint {
                 timeout: config.longpoll_timeout(),
                 max_body: config.max_frame_size,
                 body_timeout: config.body_timeout(),
+                max_queue_bytes: config.max_outbound_bytes,
                 servers: LongPollServers::new(secret),
             },
         });

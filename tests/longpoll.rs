@@ -876,3 +876,28 @@ async fn read_all(stream: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
         .expect("response read");
     bytes
 }
+
+#[tokio::test]
+async fn a_queue_over_the_byte_bound_ends_the_session() {
+    let server = support::start_with(config_with(|c| c.max_outbound_bytes = 4096));
+    let topic = "echo:bytes";
+    let lp = LongPoll::open(&server).await;
+    lp.join(topic, "1").await;
+    let pubsub = server.services().pubsub.clone();
+    let filler = "x".repeat(200);
+    let shout = |n: usize| json!({ "n": n, "filler": filler });
+    // Under the bound: queued, then taken by a poll.
+    for n in 0..10 {
+        pubsub.broadcast(topic, "shout", shout(n).into());
+    }
+    assert_eq!(lp.messages(10).await.len(), 10);
+    // Nobody polls while 40 messages of ~250 bytes pile up: far fewer than the queue's
+    // 10 000 messages, but over the 4 KiB of --max-outbound-bytes.
+    for n in 0..40 {
+        pubsub.broadcast(topic, "shout", shout(n).into());
+    }
+    eventually("the session to end", || server.longpoll_sessions() == 0).await;
+    assert_eq!(lp.poll().await["status"], 410);
+    eventually("the channel to end", || pubsub.subscriber_count(topic) == 0).await;
+    server.stop();
+}

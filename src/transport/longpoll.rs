@@ -41,6 +41,9 @@ pub(crate) struct LongPoll {
     /// A POST body must arrive whole within this long; past it, 408 and the connection
     /// closes.
     pub body_timeout: Duration,
+    /// Most bytes of messages a session queues for its next poll (`--max-outbound-bytes`,
+    /// as for a WebSocket client that does not read); past it the session ends.
+    pub max_queue_bytes: usize,
     pub servers: LongPollServers,
 }
 
