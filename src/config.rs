@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::transport::origin::OriginPolicy;
+use crate::transport::origin::{HostAllow, OriginPolicy};
 
 /// fluxwire: a Phoenix Channels server. phoenix.js connects to it unchanged.
 #[derive(Clone, Debug, Parser)]
@@ -49,13 +49,23 @@ pub struct Config {
     #[arg(long, env = "FLUXWIRE_MAX_CHANNELS", default_value_t = 100)]
     pub max_channels: usize,
 
-    /// Origin check for browser connections: `conn` (the Origin must name the host and
-    /// port the request was sent to), `off`, or a comma-separated list of allowed
-    /// origins such as `https://example.com,https://*.example.org:8443` (a missing scheme
-    /// or port matches any; `*.` matches the domain and its subdomains). Requests without
-    /// an Origin header (non-browser clients) are always allowed.
+    /// Origin check for browser connections: `conn` (the Origin must be the request's
+    /// own: its scheme, `http` unless a proxy in front sets `X-Forwarded-Proto: https`,
+    /// and the host and port of its `Host` header), `off`, or a comma-separated list of
+    /// allowed origins such as `https://example.com,https://*.example.org:8443` (a
+    /// missing scheme or port matches any; `*.` matches the domain and its subdomains).
+    /// Requests without an Origin header (non-browser clients) are always allowed.
     #[arg(long, env = "FLUXWIRE_CHECK_ORIGIN", default_value = "conn", value_parser = OriginPolicy::parse)]
     pub check_origin: OriginPolicy,
+
+    /// Host names the server answers to, comma-separated, such as
+    /// `chat.example.com,*.example.org,127.0.0.1:4000` (`*.` matches the domain and its
+    /// subdomains; a port, if given, must be the one the `Host` header names). A request
+    /// whose `Host` header is not listed is refused with 403, whatever its path but
+    /// `/health`: this is what stops a DNS-rebinding page, whose Origin and Host both
+    /// name the attacker's domain and so pass `--check-origin conn`. Unset: any Host.
+    #[arg(long, env = "FLUXWIRE_HOST_ALLOW", value_parser = HostAllow::parse)]
+    pub host_allow: Option<HostAllow>,
 
     /// Directory served at `/` (the demo page).
     #[arg(long, env = "FLUXWIRE_STATIC_DIR", default_value = "static")]

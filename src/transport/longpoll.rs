@@ -28,7 +28,7 @@ use self::body::{is_ndjson, ndjson_lines, read_body, unread, whole_body, BodyErr
 pub(crate) use self::server::LongPollServers;
 use self::server::{Poll, PollOutcome, Post, PostOutcome};
 use self::token::ResumeError;
-use super::{check_origin, open_session, peer, Admission, Refusal, Shared};
+use super::{check_host_and_origin, open_session, peer, Admission, Refusal, Shared};
 
 /// Long-poll's settings and its live sessions.
 pub(crate) struct LongPoll {
@@ -54,7 +54,7 @@ pub(crate) async fn serve(
     body: web::Payload,
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
-    let response = if let Err(refusal) = check_origin(&shared, &Admission::of(&req)) {
+    let response = if let Err(refusal) = check_host_and_origin(&shared, &Admission::of(&req)) {
         refuse(&req, &refusal)
     } else {
         match *req.method() {

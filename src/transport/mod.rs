@@ -22,7 +22,7 @@ use actix_web::http::header;
 use actix_web::HttpRequest;
 
 use self::longpoll::LongPoll;
-use self::origin::OriginPolicy;
+use self::origin::{HostAllow, OriginPolicy, Target};
 use crate::channel::ChannelReport;
 use crate::outlet::Outlet;
 use crate::serializer::Serializer;
@@ -33,6 +33,7 @@ use crate::socket::{ConnectInfo, Params, Socket};
 /// what its session shares, and each transport's settings.
 pub(crate) struct Shared {
     pub origin: OriginPolicy,
+    pub hosts: HostAllow,
     pub socket: Arc<dyn Socket>,
     pub sessions: Arc<SessionShared>,
     pub mounts: Mounts,
@@ -48,6 +49,17 @@ pub(crate) struct Mounts {
     pub websocket: bool,
     /// The test echo's path, if served.
     pub echo: Option<String>,
+}
+
+impl Mounts {
+    /// Whether `path` is a transport's path under a socket mount (`{mount}/websocket`,
+    /// `{mount}/longpoll`), whose admission checks `Host` and origin itself.
+    pub(crate) fn serves(&self, path: &str) -> bool {
+        ["/websocket", "/longpoll"].iter().any(|transport| {
+            path.strip_suffix(transport)
+                .is_some_and(|mount| self.paths.iter().any(|m| m == mount))
+        })
+    }
 }
 
 /// Per-connection limits of a WebSocket.
@@ -114,8 +126,18 @@ impl Connection for Session {
 /// Why a connection attempt was refused; every variant is a 403 (docs/protocol.md §1.3).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
+    #[error("host {0:?} not in --host-allow")]
+    Host(String),
     #[error("origin {0:?} not allowed")]
     Origin(String),
+    #[error(
+        "origin {origin:?} is not the request's own: the request came over {scheme} \
+         (a TLS-terminating proxy in front must say so in X-Forwarded-Proto)"
+    )]
+    OriginScheme {
+        origin: String,
+        scheme: &'static str,
+    },
     #[error(transparent)]
     Vsn(#[from] crate::serializer::UnsupportedVsn),
     #[error("connect refused: {0}")]
@@ -127,6 +149,8 @@ pub(crate) struct Admission<'a> {
     /// The `Origin` header; a header that is not text reads as `Some("")` (refused).
     pub origin: Option<&'a str>,
     pub host: Option<&'a str>,
+    /// `X-Forwarded-Proto`, set by a TLS-terminating proxy in front.
+    pub forwarded_proto: Option<&'a str>,
     pub query: &'a str,
     pub peer: Option<SocketAddr>,
 }
@@ -134,10 +158,11 @@ pub(crate) struct Admission<'a> {
 impl<'a> Admission<'a> {
     /// The admission facts of an actix-web request.
     pub(crate) fn of(req: &'a HttpRequest) -> Self {
-        let text = |name| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
+        let text = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
         Admission {
-            origin: text(header::ORIGIN),
-            host: text(header::HOST),
+            origin: text(header::ORIGIN.as_str()),
+            host: text(header::HOST.as_str()),
+            forwarded_proto: text(X_FORWARDED_PROTO),
             query: req.query_string(),
             peer: req.peer_addr(),
         }
@@ -156,21 +181,38 @@ pub(crate) fn admit(
     admission: &Admission<'_>,
     transport: &'static str,
 ) -> Result<Session, Refusal> {
-    check_origin(shared, admission)?;
+    check_host_and_origin(shared, admission)?;
     open_session(shared, admission, transport)
 }
 
-/// The origin check (docs/protocol.md §1.4), alone: long-poll applies it to every request.
-pub(crate) fn check_origin(shared: &Shared, admission: &Admission<'_>) -> Result<(), Refusal> {
-    let allowed = shared.origin.allows(admission.origin, admission.host);
-    if allowed {
-        Ok(())
+/// The `Host` and origin checks (docs/protocol.md §1.4), alone: long-poll applies them
+/// to every request.
+pub(crate) fn check_host_and_origin(
+    shared: &Shared,
+    admission: &Admission<'_>,
+) -> Result<(), Refusal> {
+    if !shared.hosts.allows(admission.host) {
+        return Err(Refusal::Host(admission.host.unwrap_or_default().to_owned()));
+    }
+    let target = Target::new(admission.host, admission.forwarded_proto);
+    if shared.origin.allows(admission.origin, &target) {
+        return Ok(());
+    }
+    let origin = admission.origin.unwrap_or_default().to_owned();
+    let other_scheme = Target {
+        secure: !target.secure,
+        ..target
+    };
+    if shared.origin.allows(admission.origin, &other_scheme) {
+        let scheme = if target.secure { "https" } else { "http" };
+        Err(Refusal::OriginScheme { origin, scheme })
     } else {
-        Err(Refusal::Origin(
-            admission.origin.unwrap_or_default().to_owned(),
-        ))
+        Err(Refusal::Origin(origin))
     }
 }
+
+/// The header in which a TLS-terminating proxy tells the scheme its client used.
+pub(crate) const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
 /// The admission steps after the origin check: serializer from `vsn`, then `connect`.
 pub(crate) fn open_session(

@@ -68,6 +68,7 @@ pub(crate) struct UpgradeRequest {
     query: String,
     origin: Option<String>,
     host: Option<String>,
+    forwarded_proto: Option<String>,
     connection_upgrade: bool,
     version_13: bool,
     key: Option<String>,
@@ -106,6 +107,7 @@ pub(crate) fn upgrade_request(head: &[u8], shared: &Shared) -> Option<UpgradeReq
         query: query.to_owned(),
         origin: text("origin"),
         host: text("host"),
+        forwarded_proto: text(super::X_FORWARDED_PROTO),
         connection_upgrade: has_token("connection", "upgrade"),
         version_13: text("sec-websocket-version").as_deref() == Some("13"),
         key: text("sec-websocket-key"),
@@ -126,6 +128,7 @@ pub(crate) async fn handshake(
     let admission = Admission {
         origin: request.origin.as_deref(),
         host: request.host.as_deref(),
+        forwarded_proto: request.forwarded_proto.as_deref(),
         query: &request.query,
         peer,
     };
