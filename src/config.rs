@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::transport::door::AddressSet;
 use crate::transport::origin::{HostAllow, OriginPolicy};
 
 /// fluxwire: a Phoenix Channels server. phoenix.js connects to it unchanged.
@@ -66,6 +67,42 @@ pub struct Config {
     /// name the attacker's domain and so pass `--check-origin conn`. Unset: any Host.
     #[arg(long, env = "FLUXWIRE_HOST_ALLOW", value_parser = HostAllow::parse)]
     pub host_allow: Option<HostAllow>,
+
+    /// Most connections open at once from one source address (an IPv6 address counts
+    /// by its /64): WebSocket and HTTP connections alike, long-poll requests included.
+    /// Also the most long-poll sessions open at once from one address. Past it a new
+    /// connection is answered 429 and closed before its request is read (a long-poll
+    /// handshake past its sessions: HTTP 429 with `{"status":403}`). 0: no limit.
+    /// Addresses in --ip-limits-exempt are not limited.
+    #[arg(long, env = "FLUXWIRE_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+
+    /// New connections one source address may open per second, on average (decimals
+    /// allowed), once it has used its burst (--connection-burst-per-ip); past it, 429.
+    /// 0: no limit.
+    #[arg(long, env = "FLUXWIRE_CONNECTION_RATE_PER_IP", default_value_t = 100.0, value_parser = parse_rate)]
+    pub connection_rate_per_ip: f64,
+
+    /// New connections one source address may open at once before
+    /// --connection-rate-per-ip applies.
+    #[arg(long, env = "FLUXWIRE_CONNECTION_BURST_PER_IP", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub connection_burst_per_ip: u32,
+
+    /// Source addresses and networks the per-address limits do not apply to,
+    /// comma-separated (e.g. `127.0.0.0/8,::1,10.0.0.0/8`), or `none`. Loopback by
+    /// default: a reverse proxy on the same host, and the load tool, connect from there.
+    /// A reverse proxy elsewhere must be listed, or all its clients share one address.
+    #[arg(long, env = "FLUXWIRE_IP_LIMITS_EXEMPT", default_value = "127.0.0.0/8,::1", value_parser = AddressSet::parse)]
+    pub ip_limits_exempt: AddressSet,
+
+    /// File descriptors kept free (at least 32): once the open connections reach
+    /// RLIMIT_NOFILE less this many, new ones are answered 503 and closed at once, so the
+    /// process never runs out (its own descriptors, files it serves, connections being
+    /// refused) and existing connections keep working.
+    #[arg(long, env = "FLUXWIRE_FD_RESERVE", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(32..))]
+    pub fd_reserve: u64,
 
     /// Directory served at `/` (the demo page).
     #[arg(long, env = "FLUXWIRE_STATIC_DIR", default_value = "static")]
@@ -173,6 +210,16 @@ impl SecretKeyBase {
 impl fmt::Debug for SecretKeyBase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretKeyBase(<redacted>)")
+    }
+}
+
+/// A rate per second: a finite number, at least 0.
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{value:?} is not a rate (a number of connections per second, 0 or more)"
+        )),
     }
 }
 

@@ -34,6 +34,7 @@ use crate::registry::Connections;
 use crate::router::Router;
 use crate::session::SessionShared;
 use crate::socket::Socket;
+use crate::transport::door::{Door, DoorLimits};
 use crate::transport::longpoll::{self, LongPoll, LongPollServers};
 use crate::transport::{listener, websocket, Mounts, Shared, WsLimits};
 
@@ -192,7 +193,15 @@ impl Endpoint {
                  with a random secret; long-poll sessions will not survive a restart"
             );
         }
+        let door = Door::new(DoorLimits {
+            per_address: config.max_connections_per_ip,
+            rate: config.connection_rate_per_ip,
+            burst: config.connection_burst_per_ip,
+            exempt: config.ip_limits_exempt.clone(),
+            fd_reserve: usize::try_from(config.fd_reserve).unwrap_or(usize::MAX),
+        })?;
         let shared = Arc::new(Shared {
+            door: Arc::new(door),
             origin: config.check_origin.clone(),
             hosts: config.host_allow.clone().unwrap_or_default(),
             socket,

@@ -42,6 +42,7 @@ pub use pubsub::{PubSub, Stats as PubSubStats};
 pub use registry::Connections;
 pub use router::Router;
 pub use socket::{Assigns, ConnectInfo, Params, Refused, Socket};
+pub use transport::door::AddressSet;
 pub use transport::origin::{AllowedOrigin, HostAllow, OriginPolicy};
 
 /// The README's examples, compiled as doctests so that they stay true.

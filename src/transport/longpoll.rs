@@ -109,13 +109,18 @@ async fn get(shared: &Arc<Shared>, req: &HttpRequest) -> HttpResponse {
 }
 
 /// Admits the client and opens a session: `410` with its token (docs/protocol.md §8.2).
+/// An address past its sessions gets HTTP 429 with `{"status":403}`: phoenix.js retries
+/// a 403 after its backoff.
 fn handshake(shared: &Arc<Shared>, req: &HttpRequest) -> HttpResponse {
+    let Ok(ticket) = shared.door.open_session(req.peer_addr()) else {
+        return status_only(StatusCode::TOO_MANY_REQUESTS, 403);
+    };
     match open_session(shared, &Admission::of(req), "longpoll") {
         Ok(session) => {
             let token = shared
                 .longpoll
                 .servers
-                .start(shared.clone(), session, peer(req));
+                .start(shared.clone(), session, peer(req), ticket);
             status_json(
                 StatusCode::OK,
                 json!({"status": 410, "token": token, "messages": []}),

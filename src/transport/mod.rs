@@ -2,11 +2,13 @@
 //! WebSocket ([`websocket`]) or long-polling ([`longpoll`]); [`listener`] picks one for
 //! each TCP connection.
 //!
-//! Owns admission (origin, `vsn`, the socket's `connect`) shared by every transport, the
-//! [`Shared`] context every connection gets, and the seam a transport drives:
-//! [`Connection`] (what receives frames); each transport implements the outlet's
+//! Owns admission (`Host`, origin, `vsn`, the socket's `connect`) shared by every
+//! transport, the door before it ([`door`]: connections and sessions per source address,
+//! descriptors), the [`Shared`] context every connection gets, and the seam a transport
+//! drives: [`Connection`] (what receives frames); each transport implements the outlet's
 //! `Outbox` for its way out. Must not parse Phoenix messages: the session does that.
 
+pub(crate) mod door;
 pub(crate) mod listener;
 pub(crate) mod longpoll;
 pub(crate) mod origin;
@@ -21,6 +23,7 @@ use actix::Recipient;
 use actix_web::http::header;
 use actix_web::HttpRequest;
 
+use self::door::Door;
 use self::longpoll::LongPoll;
 use self::origin::{HostAllow, OriginPolicy, Target};
 use crate::channel::ChannelReport;
@@ -32,6 +35,8 @@ use crate::socket::{ConnectInfo, Params, Socket};
 /// What every connection shares, whichever transport it comes by: the admission rules,
 /// what its session shares, and each transport's settings.
 pub(crate) struct Shared {
+    /// Who is let in at all, before a byte is read.
+    pub door: Arc<Door>,
     pub origin: OriginPolicy,
     pub hosts: HostAllow,
     pub socket: Arc<dyn Socket>,

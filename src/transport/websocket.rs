@@ -32,6 +32,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 
+use super::door::Ticket;
 use super::ws_outbox::{self, WsOutbox, WsOutlet};
 use super::{admit, Admission, Connection, Mounts, Shared, WsLimits};
 use crate::close::Close;
@@ -123,6 +124,7 @@ pub(crate) async fn handshake(
     mut head: BytesMut,
     peer: Option<SocketAddr>,
     shared: Arc<Shared>,
+    ticket: Ticket,
 ) {
     let early = head.split_off(request.head_len);
     let admission = Admission {
@@ -175,8 +177,8 @@ pub(crate) async fn handshake(
     }
     let limits = shared.websocket;
     match session {
-        Some(session) => serve(session, io, early, limits),
-        None => serve(Echo, io, early, limits),
+        Some(session) => serve(session, io, early, limits, ticket),
+        None => serve(Echo, io, early, limits, ticket),
     }
 }
 
@@ -202,7 +204,13 @@ async fn respond(io: &mut TcpStream, status: &str) {
 
 /// Starts serving `stream` (already upgraded; `early` holds any bytes read past the
 /// handshake) with `connection` on the current thread.
-fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limits: WsLimits) {
+fn serve<C: Connection>(
+    connection: C,
+    stream: TcpStream,
+    early: BytesMut,
+    limits: WsLimits,
+    ticket: Ticket,
+) {
     let (read_half, write_half) = stream.into_split();
     WsActor::create(move |ctx| {
         ctx.add_stream(FrameReader {
@@ -234,6 +242,7 @@ fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limit
             outlet,
             fragments: None,
             last_seen: Instant::now(),
+            _ticket: ticket,
         }
     });
 }
@@ -352,6 +361,8 @@ struct WsActor<C: Connection> {
     outlet: Arc<WsOutlet>,
     fragments: Option<Fragments>,
     last_seen: Instant,
+    /// The door's count of this connection, given back when the actor ends.
+    _ticket: Ticket,
 }
 
 impl<C: Connection> WsActor<C> {

@@ -25,6 +25,7 @@ use crate::outlet::{ClientOutlet, Outbox, Outlet};
 use crate::serializer::Frame;
 use crate::session::Session;
 use crate::socket::Params;
+use crate::transport::door::SessionTicket;
 use crate::transport::{Connection, Shared};
 
 /// Most encoded messages a session queues for its next poll; past it (or past
@@ -90,7 +91,13 @@ impl LongPollServers {
     }
 
     /// Starts the actor of a new session; returns its token.
-    pub(super) fn start(&self, shared: Arc<Shared>, session: Session, peer: String) -> String {
+    pub(super) fn start(
+        &self,
+        shared: Arc<Shared>,
+        session: Session,
+        peer: String,
+        ticket: SessionTicket,
+    ) -> String {
         let id = Uuid::new_v4();
         log::debug!("{peer}: long-poll session {id} opened");
         LongPollServer::create(|ctx| {
@@ -115,6 +122,7 @@ impl LongPollServers {
                 polls: 0,
                 last_poll: Instant::now(),
                 flush_scheduled: false,
+                _ticket: ticket,
             }
         });
         self.signer.sign(id)
@@ -140,6 +148,8 @@ pub(crate) struct LongPollServer {
     /// while no poll waits.
     last_poll: Instant,
     flush_scheduled: bool,
+    /// The door's count of this session, given back when the actor ends.
+    _ticket: SessionTicket,
 }
 
 /// A poll GET waiting for frames.
