@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::cluster::{default_node_id, ClusterConfig, ClusterUrl};
-use crate::transport::origin::OriginPolicy;
+use crate::transport::door::AddressSet;
+use crate::transport::origin::{HostAllow, OriginPolicy};
 
 /// fluxwire: a Phoenix Channels server. phoenix.js connects to it unchanged.
 #[derive(Clone, Debug, Parser)]
@@ -42,7 +43,8 @@ pub struct Config {
     pub max_outbound_frames: usize,
 
     /// Most bytes queued for one WebSocket client; past it the connection is closed
-    /// with 1008.
+    /// with 1008. Also the most bytes a long-poll session queues for its next poll;
+    /// past it the session ends (its client's next request gets 410).
     #[arg(long, env = "FLUXWIRE_MAX_OUTBOUND_BYTES", default_value_t = 1024 * 1024)]
     pub max_outbound_bytes: usize,
 
@@ -57,13 +59,59 @@ pub struct Config {
     #[arg(long, env = "FLUXWIRE_MAX_CHANNELS", default_value_t = 100)]
     pub max_channels: usize,
 
-    /// Origin check for browser connections: `conn` (the Origin must name the host and
-    /// port the request was sent to), `off`, or a comma-separated list of allowed
-    /// origins such as `https://example.com,https://*.example.org:8443` (a missing scheme
-    /// or port matches any; `*.` matches the domain and its subdomains). Requests without
-    /// an Origin header (non-browser clients) are always allowed.
+    /// Origin check for browser connections: `conn` (the Origin must be the request's
+    /// own: its scheme, `http` unless a proxy in front sets `X-Forwarded-Proto: https`,
+    /// and the host and port of its `Host` header), `off`, or a comma-separated list of
+    /// allowed origins such as `https://example.com,https://*.example.org:8443` (a
+    /// missing scheme or port matches any; `*.` matches the domain and its subdomains).
+    /// Requests without an Origin header (non-browser clients) are always allowed.
     #[arg(long, env = "FLUXWIRE_CHECK_ORIGIN", default_value = "conn", value_parser = OriginPolicy::parse)]
     pub check_origin: OriginPolicy,
+
+    /// Host names the server answers to, comma-separated, such as
+    /// `chat.example.com,*.example.org,127.0.0.1:4000` (`*.` matches the domain and its
+    /// subdomains; a port, if given, must be the one the `Host` header names). A request
+    /// whose `Host` header is not listed is refused with 403, whatever its path but
+    /// `/health`: this is what stops a DNS-rebinding page, whose Origin and Host both
+    /// name the attacker's domain and so pass `--check-origin conn`. Unset: any Host.
+    #[arg(long, env = "FLUXWIRE_HOST_ALLOW", value_parser = HostAllow::parse)]
+    pub host_allow: Option<HostAllow>,
+
+    /// Most connections open at once from one source address (an IPv6 address counts
+    /// by its /64): WebSocket and HTTP connections alike, long-poll requests included.
+    /// Also the most long-poll sessions open at once from one address. Past it a new
+    /// connection is answered 429 and closed before its request is read (a long-poll
+    /// handshake past its sessions: HTTP 429 with `{"status":403}`). 0: no limit.
+    /// Addresses in --ip-limits-exempt are not limited.
+    #[arg(long, env = "FLUXWIRE_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+
+    /// New connections one source address may open per second, on average (decimals
+    /// allowed), once it has used its burst (--connection-burst-per-ip); past it, 429.
+    /// 0: no limit.
+    #[arg(long, env = "FLUXWIRE_CONNECTION_RATE_PER_IP", default_value_t = 100.0, value_parser = parse_rate)]
+    pub connection_rate_per_ip: f64,
+
+    /// New connections one source address may open at once before
+    /// --connection-rate-per-ip applies.
+    #[arg(long, env = "FLUXWIRE_CONNECTION_BURST_PER_IP", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub connection_burst_per_ip: u32,
+
+    /// Source addresses and networks the per-address limits do not apply to,
+    /// comma-separated (e.g. `127.0.0.0/8,::1,10.0.0.0/8`), or `none`. Loopback by
+    /// default: a reverse proxy on the same host, and the load tool, connect from there.
+    /// A reverse proxy elsewhere must be listed, or all its clients share one address.
+    #[arg(long, env = "FLUXWIRE_IP_LIMITS_EXEMPT", default_value = "127.0.0.0/8,::1", value_parser = AddressSet::parse)]
+    pub ip_limits_exempt: AddressSet,
+
+    /// File descriptors kept free (at least 32): once the open connections reach
+    /// RLIMIT_NOFILE less this many, new ones are answered 503 and closed at once, so the
+    /// process never runs out (its own descriptors, files it serves, connections being
+    /// refused) and existing connections keep working.
+    #[arg(long, env = "FLUXWIRE_FD_RESERVE", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(32..))]
+    pub fd_reserve: u64,
 
     /// Directory served at `/` (the demo page).
     #[arg(long, env = "FLUXWIRE_STATIC_DIR", default_value = "static")]
@@ -94,6 +142,14 @@ pub struct Config {
     /// poll has been waiting for this many milliseconds. Phoenix uses 1.5 × the window.
     #[arg(long, env = "FLUXWIRE_LONGPOLL_TIMEOUT_MS", default_value_t = 15_000)]
     pub longpoll_timeout_ms: u64,
+
+    /// A request body (a long-poll POST's) must arrive whole within this many
+    /// milliseconds of its request head; past it the request is answered 408 and its
+    /// connection closed, so a client that declares a body and never sends it holds no
+    /// descriptor for long.
+    #[arg(long, env = "FLUXWIRE_BODY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: u64,
 
     /// Secret that signs long-poll session tokens (at least 32 bytes, e.g. the output
     /// of `openssl rand -base64 48`). When absent, a random one is generated at start
@@ -191,6 +247,16 @@ impl fmt::Debug for SecretKeyBase {
     }
 }
 
+/// A rate per second: a finite number, at least 0.
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{value:?} is not a rate (a number of connections per second, 0 or more)"
+        )),
+    }
+}
+
 impl Config {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
@@ -206,6 +272,10 @@ impl Config {
 
     pub fn longpoll_timeout(&self) -> Duration {
         Duration::from_millis(self.longpoll_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 
     /// The cluster to join, if `--cluster` is set.

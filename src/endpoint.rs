@@ -1,9 +1,10 @@
 //! The endpoint: actix-web wiring of the whole server.
 //!
-//! Owns the HTTP routes (socket mounts, `/health`, the static page), the shared
-//! services every connection uses, and the server's life: bind, run, and on SIGINT or
-//! SIGTERM stop accepting, close every socket with 1001 and exit. Must not know any
-//! topic: the application's router does.
+//! Owns the HTTP routes (socket mounts, `/health`, the static page, and `--host-allow`
+//! on the paths whose handlers do not check it), the shared services every connection
+//! uses, and the server's life: bind, run, and on SIGINT or SIGTERM stop accepting,
+//! close every socket with 1001 and exit. Must not know any topic: the application's
+//! router does.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,7 +19,10 @@ use std::time::Duration;
 use actix_http::HttpService;
 use actix_server::ServerHandle;
 use actix_service::{fn_factory, fn_service, map_config, ServiceFactory};
-use actix_web::dev::AppConfig;
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{self, Next};
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, App, HttpResponse};
 use socket2::{Domain, Type};
@@ -31,6 +35,7 @@ use crate::registry::Connections;
 use crate::router::Router;
 use crate::session::SessionShared;
 use crate::socket::Socket;
+use crate::transport::door::{Door, DoorLimits};
 use crate::transport::longpoll::{self, LongPoll, LongPollServers};
 use crate::transport::{listener, websocket, Mounts, Shared, UnfinishedBudget, WsLimits};
 
@@ -195,8 +200,17 @@ impl Endpoint {
                  with a random secret; long-poll sessions will not survive a restart"
             );
         }
+        let door = Door::new(DoorLimits {
+            per_address: config.max_connections_per_ip,
+            rate: config.connection_rate_per_ip,
+            burst: config.connection_burst_per_ip,
+            exempt: config.ip_limits_exempt.clone(),
+            fd_reserve: usize::try_from(config.fd_reserve).unwrap_or(usize::MAX),
+        })?;
         let shared = Arc::new(Shared {
+            door: Arc::new(door),
             origin: config.check_origin.clone(),
+            hosts: config.host_allow.clone().unwrap_or_default(),
             socket,
             sessions: Arc::new(SessionShared {
                 router,
@@ -220,6 +234,8 @@ impl Endpoint {
                 window: config.longpoll_window(),
                 timeout: config.longpoll_timeout(),
                 max_body: config.max_frame_size,
+                body_timeout: config.body_timeout(),
+                max_queue_bytes: config.max_outbound_bytes,
                 servers: LongPollServers::new(secret),
             },
         });
@@ -229,6 +245,7 @@ impl Endpoint {
             let mut app = App::new()
                 .app_data(web::Data::new(shared.clone()))
                 .app_data(health.clone())
+                .wrap(middleware::from_fn(check_host))
                 .route("/health", web::get().to(health_check));
             for mount in &shared.mounts.paths {
                 // A transport left out of `--transports` answers 404.
@@ -317,6 +334,37 @@ struct Bound {
     services: Services,
     addrs: Vec<SocketAddr>,
     transport: Arc<Shared>,
+}
+
+/// `--host-allow` for every path but `/health` and the socket mounts' transports (whose
+/// admission refuses with its own 403): the page, static files, anything else.
+async fn check_host<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let refused = req
+        .app_data::<web::Data<Arc<Shared>>>()
+        .is_some_and(|shared| {
+            let path = req.path();
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .map(|v| v.to_str().unwrap_or(""));
+            path != "/health" && !shared.mounts.serves(path) && !shared.hosts.allows(host)
+        });
+    if refused {
+        let host = req.headers().get(header::HOST);
+        log::info!(
+            "{}: {} refused: host {host:?} not in --host-allow",
+            crate::transport::peer(req.request()),
+            req.path()
+        );
+        let response = HttpResponse::Forbidden().body("host not allowed\n");
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 /// What `/health` reports besides "ok".

@@ -44,7 +44,8 @@ pub use pubsub::{PubSub, Stats as PubSubStats};
 pub use registry::Connections;
 pub use router::Router;
 pub use socket::{Assigns, ConnectInfo, Params, Refused, Socket};
-pub use transport::origin::{AllowedOrigin, OriginPolicy};
+pub use transport::door::AddressSet;
+pub use transport::origin::{AllowedOrigin, HostAllow, OriginPolicy};
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[doc = include_str!("../README.md")]

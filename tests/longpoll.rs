@@ -832,3 +832,102 @@ async fn a_full_queue_ends_the_session() {
     .await;
     server.stop();
 }
+
+#[tokio::test]
+async fn a_post_whose_body_never_comes_gets_408_and_its_connection_closes() {
+    let server = support::start_with(config_with(|c| {
+        c.body_timeout_ms = 300;
+        c.longpoll_window_ms = 200;
+    }));
+    let lp = LongPoll::open(&server).await;
+    let started = Instant::now();
+    // Declares 100 bytes and sends none; keeps its side open (no `Connection: close`).
+    let mut silent = start_post(&lp, &lp.url(), "Content-Length: 100").await;
+    // Trickle a chunked body, one byte every 100 ms for 6 s: longer than the deadline
+    // and than this test waits for the connection to close.
+    let (mut trickle, dripping) = trickle_post(&lp, &lp.url()).await;
+    // The same to a session that does not exist: refused at once, unread.
+    let (mut stranger, dripping_too) = trickle_post(&lp, &lp.url_with("garbage")).await;
+    for (what, bytes, status) in [
+        ("silent", read_all(&mut silent).await, 408),
+        ("trickling", read_all(&mut trickle).await, 408),
+        ("unknown session", read_all(&mut stranger).await, 410),
+    ] {
+        let response = parse_response(&bytes);
+        let http = if status == 408 { 408 } else { 200 };
+        assert_eq!(response.status, http, "{what}");
+        assert_json_headers(&response);
+        assert_eq!(response.json(), json!({ "status": status }), "{what}");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    dripping.abort();
+    dripping_too.abort();
+    // The session itself lives on.
+    assert_eq!(lp.poll().await["status"], 204);
+    server.stop();
+}
+
+/// Sends the head of a POST to `url` with `extra` headers, and no body.
+async fn start_post(lp: &LongPoll, url: &str, extra: &str) -> TcpStream {
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\n{extra}\r\n\r\n",
+        lp.addr
+    );
+    let mut stream = TcpStream::connect(lp.addr).await.expect("connects");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// A chunked POST to `url` whose body comes one byte every 100 ms for 6 s: the read
+/// half, and the task writing.
+async fn trickle_post(
+    lp: &LongPoll,
+    url: &str,
+) -> (tokio::net::tcp::OwnedReadHalf, tokio::task::JoinHandle<()>) {
+    let stream = start_post(lp, url, "Transfer-Encoding: chunked").await;
+    let (reader, mut writer) = stream.into_split();
+    let dripping = tokio::spawn(async move {
+        for _ in 0..60 {
+            if writer.write_all(b"1\r\n[\r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (reader, dripping)
+}
+
+/// Reads until the server closes the connection; fails after 5 s.
+async fn read_all(stream: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut bytes))
+        .await
+        .expect("answered and closed within 5 s")
+        .expect("response read");
+    bytes
+}
+
+#[tokio::test]
+async fn a_queue_over_the_byte_bound_ends_the_session() {
+    let server = support::start_with(config_with(|c| c.max_outbound_bytes = 4096));
+    let topic = "echo:bytes";
+    let lp = LongPoll::open(&server).await;
+    lp.join(topic, "1").await;
+    let pubsub = server.services().pubsub.clone();
+    let filler = "x".repeat(200);
+    let shout = |n: usize| json!({ "n": n, "filler": filler });
+    // Under the bound: queued, then taken by a poll.
+    for n in 0..10 {
+        pubsub.broadcast(topic, "shout", shout(n).into());
+    }
+    assert_eq!(lp.messages(10).await.len(), 10);
+    // Nobody polls while 40 messages of ~250 bytes pile up: far fewer than the queue's
+    // 10 000 messages, but over the 4 KiB of --max-outbound-bytes.
+    for n in 0..40 {
+        pubsub.broadcast(topic, "shout", shout(n).into());
+    }
+    eventually("the session to end", || server.longpoll_sessions() == 0).await;
+    assert_eq!(lp.poll().await["status"], 410);
+    eventually("the channel to end", || pubsub.subscriber_count(topic) == 0).await;
+    server.stop();
+}

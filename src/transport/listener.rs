@@ -1,10 +1,12 @@
 //! The listener: where every TCP connection starts.
 //!
-//! Owns reading a connection's first request head and choosing who serves the
-//! connection: a WebSocket upgrade on a socket mount goes to the WebSocket transport
-//! (our lean I/O); anything else (pages, `/health`, long-poll, bad requests) goes to
-//! actix-web, which then owns the connection, the bytes already read replayed to it.
-//! Must not answer HTTP itself beyond the WebSocket handshake.
+//! Owns asking the door whether a new connection comes in at all (per source address,
+//! and within the descriptor limit; a refusal comes before a byte is read), reading a
+//! connection's first request head, and choosing who serves the connection: a
+//! WebSocket upgrade on a socket mount goes to the WebSocket transport (our lean I/O);
+//! anything else (pages, `/health`, long-poll, bad requests) goes to actix-web, which
+//! then owns the connection, the bytes already read replayed to it. Must not answer
+//! HTTP itself beyond the WebSocket handshake and the door's refusals.
 
 use std::io;
 use std::pin::Pin;
@@ -18,8 +20,7 @@ use actix_web::rt::net::TcpStream;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use super::websocket;
-use super::Shared;
+use super::{door, websocket, Shared};
 
 /// Largest request head read before handing the connection to actix-web (which answers
 /// 431 for larger ones).
@@ -86,12 +87,16 @@ where
     H::Error: std::fmt::Debug,
 {
     let peer = io.peer_addr().ok();
+    let ticket = match shared.door.enter(peer) {
+        Ok(ticket) => ticket,
+        Err(turned) => return door::turn_away(io, turned),
+    };
     let _ = io.set_nodelay(true);
     let mut head = BytesMut::with_capacity(1024);
     let complete = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut io, &mut head)).await;
     if let Ok(Ok(true)) = complete {
         if let Some(upgrade) = websocket::upgrade_request(&head, &shared) {
-            return websocket::handshake(upgrade, io, head, peer, shared).await;
+            return websocket::handshake(upgrade, io, head, peer, shared, ticket).await;
         }
     }
     let replayed = Replayed {
@@ -102,6 +107,7 @@ where
     if let Err(error) = Box::pin(http.call((replayed, peer))).await {
         log::debug!("http connection ended: {error:?}");
     }
+    drop(ticket);
 }
 
 /// Reads until the end of the request head; `false` if the connection ended, the head

@@ -2,8 +2,9 @@
 //! where WebSockets are blocked.
 //!
 //! Owns the HTTP side of long-polling: the handshake that opens a session and answers
-//! `410` with its token, poll GETs that wait up to the window, POSTs of ndjson lines, the
-//! CORS preflight, and the JSON status bodies with their headers. Beside it: `body.rs`
+//! `410` with its token, poll GETs that wait up to the window, POSTs of ndjson lines
+//! (whose body must arrive within a deadline), the CORS preflight, and the JSON status
+//! bodies with their headers. Beside it: `body.rs`
 //! (reading a POST into lines), `token.rs` (signed session tokens) and `server.rs` (one
 //! actor per long-poll session, driving the same [`Session`](crate::session::Session) as
 //! WebSocket, and the table of live ones). Must not parse Phoenix messages (the session
@@ -23,11 +24,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use self::body::{is_ndjson, ndjson_lines, read_body, whole_body, BodyError};
+use self::body::{is_ndjson, ndjson_lines, read_body, unread, whole_body, BodyError};
 pub(crate) use self::server::LongPollServers;
 use self::server::{Poll, PollOutcome, Post, PostOutcome};
 use self::token::ResumeError;
-use super::{check_origin, open_session, peer, Admission, Refusal, Shared};
+use super::{check_host_and_origin, open_session, peer, Admission, Refusal, Shared};
 
 /// Long-poll's settings and its live sessions.
 pub(crate) struct LongPoll {
@@ -37,6 +38,12 @@ pub(crate) struct LongPoll {
     pub timeout: Duration,
     /// Largest POST body accepted; a larger one gets 413.
     pub max_body: usize,
+    /// A POST body must arrive whole within this long; past it, 408 and the connection
+    /// closes.
+    pub body_timeout: Duration,
+    /// Most bytes of messages a session queues for its next poll (`--max-outbound-bytes`,
+    /// as for a WebSocket client that does not read); past it the session ends.
+    pub max_queue_bytes: usize,
     pub servers: LongPollServers,
 }
 
@@ -47,17 +54,19 @@ pub(crate) async fn serve(
     body: web::Payload,
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
-    if let Err(refusal) = check_origin(&shared, &Admission::of(&req)) {
-        return refuse(&req, &refusal);
-    }
-    match *req.method() {
-        Method::GET => get(&shared, &req).await,
-        Method::POST => post(&shared, &req, body).await,
-        Method::OPTIONS => preflight(&req),
-        _ => HttpResponse::BadRequest()
-            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-            .finish(),
-    }
+    let response = if let Err(refusal) = check_host_and_origin(&shared, &Admission::of(&req)) {
+        refuse(&req, &refusal)
+    } else {
+        match *req.method() {
+            Method::GET => get(&shared, &req).await,
+            Method::POST => return post(&shared, &req, body).await,
+            Method::OPTIONS => preflight(&req),
+            _ => HttpResponse::BadRequest()
+                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+                .finish(),
+        }
+    };
+    unread(req.headers(), response, body)
 }
 
 /// A GET with the token of a live session polls it; any other GET is a handshake.
@@ -100,13 +109,18 @@ async fn get(shared: &Arc<Shared>, req: &HttpRequest) -> HttpResponse {
 }
 
 /// Admits the client and opens a session: `410` with its token (docs/protocol.md §8.2).
+/// An address past its sessions gets HTTP 429 with `{"status":403}`: phoenix.js retries
+/// a 403 after its backoff.
 fn handshake(shared: &Arc<Shared>, req: &HttpRequest) -> HttpResponse {
+    let Ok(ticket) = shared.door.open_session(req.peer_addr()) else {
+        return status_only(StatusCode::TOO_MANY_REQUESTS, 403);
+    };
     match open_session(shared, &Admission::of(req), "longpoll") {
         Ok(session) => {
             let token = shared
                 .longpoll
                 .servers
-                .start(shared.clone(), session, peer(req));
+                .start(shared.clone(), session, peer(req), ticket);
             status_json(
                 StatusCode::OK,
                 json!({"status": 410, "token": token, "messages": []}),
@@ -122,24 +136,43 @@ async fn post(shared: &Arc<Shared>, req: &HttpRequest, body: web::Payload) -> Ht
         Ok((_, session)) => session,
         Err(error) => {
             log::info!("{}: long-poll POST: {error}: 410", peer(req));
-            return status_only(StatusCode::OK, 410);
+            return unread(req.headers(), status_only(StatusCode::OK, 410), body);
         }
     };
-    let limit = shared.longpoll.max_body;
-    let body = match read_body(req.headers(), body, limit).await {
-        Ok(body) => body,
-        Err(BodyError::TooBig) => {
+    let (limit, deadline) = (shared.longpoll.max_body, shared.longpoll.body_timeout);
+    let mut payload = body;
+    let read =
+        actix_web::rt::time::timeout(deadline, read_body(req.headers(), &mut payload, limit));
+    let body = match read.await {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooBig)) => {
             log::info!(
                 "{}: long-poll POST refused: body over {limit} bytes",
                 peer(req)
             );
-            return status_only(StatusCode::PAYLOAD_TOO_LARGE, 413);
+            return unread(
+                req.headers(),
+                status_only(StatusCode::PAYLOAD_TOO_LARGE, 413),
+                payload,
+            );
         }
-        Err(BodyError::Read(error)) => {
+        Ok(Err(BodyError::Read(error))) => {
             log::debug!("{}: long-poll POST body unreadable: {error}", peer(req));
-            return HttpResponse::BadRequest()
+            let response = HttpResponse::BadRequest()
                 .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
                 .finish();
+            return unread(req.headers(), response, payload);
+        }
+        Err(_) => {
+            log::info!(
+                "{}: long-poll POST: body not received within {deadline:?}: 408",
+                peer(req)
+            );
+            return unread(
+                req.headers(),
+                status_only(StatusCode::REQUEST_TIMEOUT, 408),
+                payload,
+            );
         }
     };
     let lines = if is_ndjson(req.headers()) {

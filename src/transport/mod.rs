@@ -2,11 +2,13 @@
 //! WebSocket ([`websocket`]) or long-polling ([`longpoll`]); [`listener`] picks one for
 //! each TCP connection.
 //!
-//! Owns admission (origin, `vsn`, the socket's `connect`) shared by every transport, the
-//! [`Shared`] context every connection gets, and the seam a transport drives:
-//! [`Connection`] (what receives frames); each transport implements the outlet's
+//! Owns admission (`Host`, origin, `vsn`, the socket's `connect`) shared by every
+//! transport, the door before it ([`door`]: connections and sessions per source address,
+//! descriptors), the [`Shared`] context every connection gets, and the seam a transport
+//! drives: [`Connection`] (what receives frames); each transport implements the outlet's
 //! `Outbox` for its way out. Must not parse Phoenix messages: the session does that.
 
+pub(crate) mod door;
 pub(crate) mod listener;
 pub(crate) mod longpoll;
 pub(crate) mod origin;
@@ -22,8 +24,9 @@ use actix::Recipient;
 use actix_web::http::header;
 use actix_web::HttpRequest;
 
+use self::door::Door;
 use self::longpoll::LongPoll;
-use self::origin::OriginPolicy;
+use self::origin::{HostAllow, OriginPolicy, Target};
 pub(crate) use self::ws_inbound::UnfinishedBudget;
 use crate::channel::ChannelReport;
 use crate::outlet::Outlet;
@@ -34,7 +37,10 @@ use crate::socket::{ConnectInfo, Params, Socket};
 /// What every connection shares, whichever transport it comes by: the admission rules,
 /// what its session shares, and each transport's settings.
 pub(crate) struct Shared {
+    /// Who is let in at all, before a byte is read.
+    pub door: Arc<Door>,
     pub origin: OriginPolicy,
+    pub hosts: HostAllow,
     pub socket: Arc<dyn Socket>,
     pub sessions: Arc<SessionShared>,
     pub mounts: Mounts,
@@ -50,6 +56,17 @@ pub(crate) struct Mounts {
     pub websocket: bool,
     /// The test echo's path, if served.
     pub echo: Option<String>,
+}
+
+impl Mounts {
+    /// Whether `path` is a transport's path under a socket mount (`{mount}/websocket`,
+    /// `{mount}/longpoll`), whose admission checks `Host` and origin itself.
+    pub(crate) fn serves(&self, path: &str) -> bool {
+        ["/websocket", "/longpoll"].iter().any(|transport| {
+            path.strip_suffix(transport)
+                .is_some_and(|mount| self.paths.iter().any(|m| m == mount))
+        })
+    }
 }
 
 /// Limits of WebSocket connections: each one's, and the budget they share.
@@ -118,8 +135,18 @@ impl Connection for Session {
 /// Why a connection attempt was refused; every variant is a 403 (docs/protocol.md §1.3).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
+    #[error("host {0:?} not in --host-allow")]
+    Host(String),
     #[error("origin {0:?} not allowed")]
     Origin(String),
+    #[error(
+        "origin {origin:?} is not the request's own: the request came over {scheme} \
+         (a TLS-terminating proxy in front must say so in X-Forwarded-Proto)"
+    )]
+    OriginScheme {
+        origin: String,
+        scheme: &'static str,
+    },
     #[error(transparent)]
     Vsn(#[from] crate::serializer::UnsupportedVsn),
     #[error("connect refused: {0}")]
@@ -131,6 +158,8 @@ pub(crate) struct Admission<'a> {
     /// The `Origin` header; a header that is not text reads as `Some("")` (refused).
     pub origin: Option<&'a str>,
     pub host: Option<&'a str>,
+    /// `X-Forwarded-Proto`, set by a TLS-terminating proxy in front.
+    pub forwarded_proto: Option<&'a str>,
     pub query: &'a str,
     pub peer: Option<SocketAddr>,
 }
@@ -138,10 +167,11 @@ pub(crate) struct Admission<'a> {
 impl<'a> Admission<'a> {
     /// The admission facts of an actix-web request.
     pub(crate) fn of(req: &'a HttpRequest) -> Self {
-        let text = |name| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
+        let text = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
         Admission {
-            origin: text(header::ORIGIN),
-            host: text(header::HOST),
+            origin: text(header::ORIGIN.as_str()),
+            host: text(header::HOST.as_str()),
+            forwarded_proto: text(X_FORWARDED_PROTO),
             query: req.query_string(),
             peer: req.peer_addr(),
         }
@@ -160,21 +190,38 @@ pub(crate) fn admit(
     admission: &Admission<'_>,
     transport: &'static str,
 ) -> Result<Session, Refusal> {
-    check_origin(shared, admission)?;
+    check_host_and_origin(shared, admission)?;
     open_session(shared, admission, transport)
 }
 
-/// The origin check (docs/protocol.md §1.4), alone: long-poll applies it to every request.
-pub(crate) fn check_origin(shared: &Shared, admission: &Admission<'_>) -> Result<(), Refusal> {
-    let allowed = shared.origin.allows(admission.origin, admission.host);
-    if allowed {
-        Ok(())
+/// The `Host` and origin checks (docs/protocol.md §1.4), alone: long-poll applies them
+/// to every request.
+pub(crate) fn check_host_and_origin(
+    shared: &Shared,
+    admission: &Admission<'_>,
+) -> Result<(), Refusal> {
+    if !shared.hosts.allows(admission.host) {
+        return Err(Refusal::Host(admission.host.unwrap_or_default().to_owned()));
+    }
+    let target = Target::new(admission.host, admission.forwarded_proto);
+    if shared.origin.allows(admission.origin, &target) {
+        return Ok(());
+    }
+    let origin = admission.origin.unwrap_or_default().to_owned();
+    let other_scheme = Target {
+        secure: !target.secure,
+        ..target
+    };
+    if shared.origin.allows(admission.origin, &other_scheme) {
+        let scheme = if target.secure { "https" } else { "http" };
+        Err(Refusal::OriginScheme { origin, scheme })
     } else {
-        Err(Refusal::Origin(
-            admission.origin.unwrap_or_default().to_owned(),
-        ))
+        Err(Refusal::Origin(origin))
     }
 }
+
+/// The header in which a TLS-terminating proxy tells the scheme its client used.
+pub(crate) const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
 /// The admission steps after the origin check: serializer from `vsn`, then `connect`.
 pub(crate) fn open_session(

@@ -27,6 +27,7 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
+use super::door::Ticket;
 use super::ws_inbound::{Incoming, ReadError, Reader};
 use super::ws_outbox::{self, WsOutbox, WsOutlet};
 use super::{admit, Admission, Connection, Mounts, Shared, WsLimits};
@@ -64,6 +65,7 @@ pub(crate) struct UpgradeRequest {
     query: String,
     origin: Option<String>,
     host: Option<String>,
+    forwarded_proto: Option<String>,
     connection_upgrade: bool,
     version: Option<String>,
     key: Option<String>,
@@ -125,6 +127,7 @@ fn read_upgrade(
         query: query.to_owned(),
         origin: text("origin"),
         host: text("host"),
+        forwarded_proto: text(super::X_FORWARDED_PROTO),
         connection_upgrade: has_token("connection", "upgrade"),
         version: text("sec-websocket-version"),
         key: text("sec-websocket-key"),
@@ -140,11 +143,13 @@ pub(crate) async fn handshake(
     mut head: BytesMut,
     peer: Option<SocketAddr>,
     shared: Arc<Shared>,
+    ticket: Ticket,
 ) {
     let early = head.split_off(request.head_len);
     let admission = Admission {
         origin: request.origin.as_deref(),
         host: request.host.as_deref(),
+        forwarded_proto: request.forwarded_proto.as_deref(),
         query: &request.query,
         peer,
     };
@@ -201,8 +206,8 @@ pub(crate) async fn handshake(
     }
     let limits = shared.websocket.clone();
     match session {
-        Some(session) => serve(session, io, early, limits),
-        None => serve(Echo, io, early, limits),
+        Some(session) => serve(session, io, early, limits, ticket),
+        None => serve(Echo, io, early, limits, ticket),
     }
 }
 
@@ -241,7 +246,13 @@ async fn respond_with(io: &mut TcpStream, status: &str, headers: &str) {
 
 /// Starts serving `stream` (already upgraded; `early` holds any bytes read past the
 /// handshake) with `connection` on the current thread.
-fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limits: WsLimits) {
+fn serve<C: Connection>(
+    connection: C,
+    stream: TcpStream,
+    early: BytesMut,
+    limits: WsLimits,
+    ticket: Ticket,
+) {
     let (read_half, write_half) = stream.into_split();
     WsActor::create(move |ctx| {
         let budget = limits.unfinished.clone();
@@ -268,6 +279,7 @@ fn serve<C: Connection>(connection: C, stream: TcpStream, early: BytesMut, limit
             limits,
             outlet,
             last_message: Instant::now(),
+            _ticket: ticket,
         }
     });
 }
@@ -317,6 +329,8 @@ struct WsActor<C: Connection> {
     /// keep a connection open, not pings, pongs or the fragments of a message that never
     /// ends (docs/protocol.md §4.2).
     last_message: Instant,
+    /// The door's count of this connection, given back when the actor ends.
+    _ticket: Ticket,
 }
 
 impl<C: Connection> WsActor<C> {

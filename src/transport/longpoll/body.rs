@@ -1,13 +1,23 @@
 //! A long-poll POST body, read into client messages: ndjson lines (text, or base64 for
-//! binary frames), or the whole body as one text message for older clients. Must not
+//! binary frames), or the whole body as one text message for older clients; and the
+//! answer that closes the connection when a body was not read to its end. Must not
 //! decode Phoenix messages: the session does.
 
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::web;
+use actix_web::http::ConnectionType;
+use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use futures_core::Stream;
 
 /// Lines of one POST that are processed; phoenix.js never sends more (docs/protocol.md §8.4).
 const MAX_LINES: usize = 100;
@@ -17,13 +27,15 @@ pub(super) enum BodyError {
     #[error("body too big")]
     TooBig,
     #[error(transparent)]
-    Read(#[from] actix_web::Error),
+    Read(#[from] PayloadError),
 }
 
 /// The POST body, at most `limit` bytes; a declared length over it is refused unread.
+/// The payload stays the caller's: if the body is not read to its end (too big, or the
+/// caller's deadline passed), the answer must close the connection ([`unread`]).
 pub(super) async fn read_body(
     headers: &HeaderMap,
-    body: web::Payload,
+    payload: &mut web::Payload,
     limit: usize,
 ) -> Result<Bytes, BodyError> {
     let declared = headers
@@ -33,10 +45,63 @@ pub(super) async fn read_body(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(BodyError::TooBig);
     }
-    body.to_bytes_limited(limit)
-        .await
-        .map_err(|_| BodyError::TooBig)?
-        .map_err(BodyError::Read)
+    let mut body = BytesMut::new();
+    while let Some(chunk) = poll_fn(|cx| Pin::new(&mut *payload).poll_next(cx)).await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooBig);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// `response` to a request whose body (if it declared one) was not read to its end:
+/// the connection closes after it. The unread payload goes into the response body and
+/// lives until that is written, so actix-http closes the connection; dropped earlier, a
+/// chunked body would be drained instead, for as long as the client kept trickling it.
+pub(super) fn unread(
+    headers: &HeaderMap,
+    mut response: HttpResponse,
+    payload: web::Payload,
+) -> HttpResponse {
+    let declared = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    let has_body = declared(header::TRANSFER_ENCODING).is_some()
+        || declared(header::CONTENT_LENGTH).is_some_and(|length| length.trim() != "0");
+    if !has_body {
+        return response;
+    }
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    response.map_body(|_, body| {
+        let body = body.try_into_bytes().unwrap_or_default();
+        BoxBody::new(Unread {
+            body: Some(body),
+            _payload: payload,
+        })
+    })
+}
+
+/// A response body that holds the request's unread payload until it is written.
+struct Unread {
+    body: Option<Bytes>,
+    _payload: web::Payload,
+}
+
+impl MessageBody for Unread {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.body.as_ref().map_or(0, |body| body.len() as u64))
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Infallible>>> {
+        Poll::Ready(self.get_mut().body.take().map(Ok))
+    }
 }
 
 /// Whether the body is `application/x-ndjson` (parameters such as `charset` ignored).

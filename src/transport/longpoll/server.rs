@@ -2,9 +2,10 @@
 //!
 //! Owns a session's life: it drives the same [`Session`] as WebSocket through the
 //! [`Connection`] calls, with a [`PollOutbox`] that queues encoded text frames until a
-//! poll takes them; it answers polls (frames, 204 at the window's end, 410 once ended),
-//! takes the lines of POSTs, and expires when polls stop. Must not answer HTTP: the
-//! handlers in `longpoll.rs` turn its outcomes into responses.
+//! poll takes them (bounded in frames and in bytes: past either bound the session
+//! ends); it answers polls (frames, 204 at the window's end, 410 once ended), takes the
+//! lines of POSTs, and expires when polls stop. Must not answer HTTP: the handlers in
+//! `longpoll.rs` turn its outcomes into responses.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,10 +25,12 @@ use crate::outlet::{ClientOutlet, Outbox, Outlet};
 use crate::serializer::Frame;
 use crate::session::Session;
 use crate::socket::Params;
+use crate::transport::door::SessionTicket;
 use crate::transport::{Connection, Shared};
 
-/// Most encoded messages a session queues for its next poll; past it the session ends
-/// (docs/protocol.md §8.6) and the client's next request gets `410`, so it reconnects.
+/// Most encoded messages a session queues for its next poll; past it (or past
+/// `--max-outbound-bytes` of them) the session ends (docs/protocol.md §8.6) and the
+/// client's next request gets `410`, so it reconnects.
 const QUEUE_LIMIT: usize = 10_000;
 
 /// The header a client may carry its token in instead of the `token` query parameter.
@@ -88,7 +91,13 @@ impl LongPollServers {
     }
 
     /// Starts the actor of a new session; returns its token.
-    pub(super) fn start(&self, shared: Arc<Shared>, session: Session, peer: String) -> String {
+    pub(super) fn start(
+        &self,
+        shared: Arc<Shared>,
+        session: Session,
+        peer: String,
+        ticket: SessionTicket,
+    ) -> String {
         let id = Uuid::new_v4();
         log::debug!("{peer}: long-poll session {id} opened");
         LongPollServer::create(|ctx| {
@@ -96,6 +105,8 @@ impl LongPollServers {
             self.table().insert(id, ctx.address());
             let queue = PollOutbox {
                 frames: VecDeque::new(),
+                bytes: 0,
+                max_bytes: shared.longpoll.max_queue_bytes,
                 ended: None,
                 peer: peer.clone(),
                 actor: Some(ctx.address().recipient()),
@@ -111,6 +122,7 @@ impl LongPollServers {
                 polls: 0,
                 last_poll: Instant::now(),
                 flush_scheduled: false,
+                _ticket: ticket,
             }
         });
         self.signer.sign(id)
@@ -136,6 +148,8 @@ pub(crate) struct LongPollServer {
     /// while no poll waits.
     last_poll: Instant,
     flush_scheduled: bool,
+    /// The door's count of this session, given back when the actor ends.
+    _ticket: SessionTicket,
 }
 
 /// A poll GET waiting for frames.
@@ -147,8 +161,8 @@ struct Waiting {
 /// Why a session ends by itself.
 enum End {
     Closed(Close),
-    /// A bound was reached: why.
-    CutOff(String),
+    /// A bound was reached: which, and why.
+    CutOff(Close, String),
     /// The end was reported and the actor is stopping (or has stopped): nothing more
     /// is queued or reported.
     Stopping,
@@ -195,6 +209,9 @@ struct FramesQueued;
 /// frames cannot travel over long-poll and are dropped (docs/protocol.md §8.3).
 struct PollOutbox {
     frames: VecDeque<ByteString>,
+    /// The bytes of `frames`, and their bound.
+    bytes: usize,
+    max_bytes: usize,
     ended: Option<End>,
     peer: String,
     /// Told when frames arrive, so that a waiting poll is answered.
@@ -204,6 +221,19 @@ struct PollOutbox {
 }
 
 impl PollOutbox {
+    /// Every queued frame, oldest first; the queue is left empty.
+    fn take(&mut self) -> VecDeque<ByteString> {
+        self.bytes = 0;
+        std::mem::take(&mut self.frames)
+    }
+
+    /// Puts `frames` back ahead of any queued meanwhile.
+    fn put_back(&mut self, frames: Vec<ByteString>) {
+        let newer = self.take();
+        self.frames = frames.into_iter().chain(newer).collect();
+        self.bytes = self.frames.iter().map(|frame| frame.len()).sum();
+    }
+
     fn notify(&mut self) {
         if !self.notified {
             if let Some(actor) = &self.actor {
@@ -220,10 +250,21 @@ impl Outbox for PollOutbox {
             return;
         }
         match frame {
-            Frame::Text(text) if self.frames.len() < QUEUE_LIMIT => self.frames.push_back(text),
-            Frame::Text(_) => {
+            Frame::Text(_) if self.frames.len() >= QUEUE_LIMIT => {
                 let why = format!("more than {QUEUE_LIMIT} messages waiting for a poll");
                 return self.cut_off(Close::POLL_QUEUE_FULL, why);
+            }
+            Frame::Text(text) if self.bytes + text.len() > self.max_bytes => {
+                let why = format!(
+                    "more than {} bytes waiting for a poll ({} messages)",
+                    self.max_bytes,
+                    self.frames.len() + 1
+                );
+                return self.cut_off(Close::POLL_QUEUE_FULL, why);
+            }
+            Frame::Text(text) => {
+                self.bytes += text.len();
+                self.frames.push_back(text);
             }
             Frame::Binary(_) => {
                 return log::warn!(
@@ -242,10 +283,10 @@ impl Outbox for PollOutbox {
         }
     }
 
-    fn cut_off(&mut self, _close: Close, why: String) {
+    fn cut_off(&mut self, close: Close, why: String) {
         // Long-poll has no close frame: the next poll gets 410.
         if self.ended.is_none() {
-            self.ended = Some(End::CutOff(why));
+            self.ended = Some(End::CutOff(close, why));
             self.notify();
         }
     }
@@ -270,8 +311,12 @@ impl LongPollServer {
                     false
                 }
                 Some(End::Stopping) => false,
-                Some(End::CutOff(why)) => {
-                    log::warn!("{}: long-poll session {} ended: {why}", self.peer, self.id);
+                Some(End::CutOff(close, why)) => {
+                    log::warn!(
+                        "{}: long-poll session {} ended with {close}: {why}",
+                        self.peer,
+                        self.id
+                    );
                     true
                 }
                 Some(End::Closed(close)) => {
@@ -309,18 +354,13 @@ impl LongPollServer {
             return;
         };
         self.last_poll = Instant::now();
-        let frames = self
-            .outlet
-            .with_outbox(|queue| Vec::from(std::mem::take(&mut queue.frames)));
+        let frames = self.outlet.with_outbox(|queue| Vec::from(queue.take()));
         if let Err(PollOutcome::Messages(frames)) =
             waiting.reply.send(PollOutcome::Messages(frames))
         {
             // That request is gone (the client gave up on it): keep them for the next,
             // ahead of any queued meanwhile.
-            self.outlet.with_outbox(|queue| {
-                let newer = std::mem::take(&mut queue.frames);
-                queue.frames = frames.into_iter().chain(newer).collect();
-            });
+            self.outlet.with_outbox(|queue| queue.put_back(frames));
         }
     }
 
@@ -365,7 +405,7 @@ impl Actor for LongPollServer {
         self.outlet.with_outbox(|queue| {
             queue.ended = Some(End::Stopping);
             queue.actor = None;
-            queue.frames.clear();
+            queue.take();
         });
         Connection::closed(&mut self.connection);
         self.shared.longpoll.servers.remove(self.id);
