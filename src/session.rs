@@ -3,9 +3,11 @@
 //! Owns the connection's protocol state: the topic → channel table with join refs,
 //! heartbeats, routing of client messages to channel instances (holding them while a
 //! join or a leave is in progress), and each instance's life on the connection's
-//! [`Outlet`]: joining, joined (the reply goes out first), ended. Must not hold
-//! application state (channels do), nor stand between a channel or pubsub and the
-//! client: their frames go to the outlet directly.
+//! [`Outlet`]: joining, joined (the reply goes out first), ended. Also the connection's
+//! warning budget (a client's repeated warnings, such as unmatched topics, are counted
+//! rather than written past it). Must not hold application state (channels do), nor
+//! stand between a channel or pubsub and the client: their frames go to the outlet
+//! directly.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use serde_json::json;
 
 use crate::channel::{ChannelMsg, ChannelReport, ChannelStart, Reason, INBOUND_LIMIT};
 use crate::close::Close;
+use crate::logline::{client_text, one_line, warn_limited, LogPeer, Suppressed};
 use crate::message::{event, Message, Payload, PhxReply, Push, Ref, Status, PHOENIX_TOPIC};
 use crate::outlet::{InstanceId, Outlet};
 use crate::pubsub::PubSub;
@@ -44,7 +47,7 @@ pub(crate) struct Session {
     mailbox: Option<Recipient<ChannelReport>>,
     outlet: Option<Arc<dyn Outlet>>,
     channels: HashMap<Arc<str>, Entry>,
-    peer: String,
+    peer: LogPeer,
     registration: Option<Registration>,
 }
 
@@ -87,14 +90,14 @@ impl Session {
             mailbox: None,
             outlet: None,
             channels: HashMap::new(),
-            peer,
+            peer: LogPeer::new(peer),
             registration: None,
         }
     }
 
     /// The client's address, as in log lines.
     pub fn peer(&self) -> &str {
-        &self.peer
+        self.peer.name()
     }
 
     pub fn serializer(&self) -> Serializer {
@@ -130,7 +133,7 @@ impl Session {
     }
 
     fn protocol_error(&self, close: Close, error: &dyn std::fmt::Display, out: &dyn Outlet) {
-        log::warn!("{}: closing with {close}: {error}", self.peer);
+        log::warn!("{}: closing with {close}: {}", self.peer, one_line(error));
         out.close(close);
     }
 
@@ -167,11 +170,11 @@ impl Session {
                     .is_some_and(|r| Some(r) != entry.join_ref.as_ref())
                 {
                     log::debug!(
-                        "{}: dropping {} on {} with stale join_ref {:?}",
+                        "{}: dropping {} on {} with stale join_ref {}",
                         self.peer,
-                        message.event,
-                        message.topic,
-                        message.join_ref
+                        client_text(&message.event),
+                        client_text(&message.topic),
+                        client_text(&message.join_ref.as_ref().map_or("".into(), Ref::as_text))
                     );
                     return;
                 }
@@ -210,11 +213,11 @@ impl Session {
     }
 
     fn reply_unmatched(&self, message: &Message, out: &dyn Outlet) {
-        log::warn!(
-            "{}: {} on unmatched topic {:?}",
+        warn_limited!(
             self.peer,
-            message.event,
-            message.topic
+            "{} on unmatched topic {}",
+            client_text(&message.event),
+            client_text(&message.topic)
         );
         let reason = Payload::Json(json!({"reason": "unmatched topic"}));
         self.reply(None, message, Status::Error, reason, out);
@@ -402,6 +405,9 @@ impl Session {
 
     /// The connection is gone: every channel ends with reason "closed" (docs/protocol.md §5.8).
     pub fn closed(&mut self) {
+        if let Some(suppressed) = self.peer.take_suppressed() {
+            log::warn!("{}", Suppressed(&self.peer, suppressed));
+        }
         self.registration = None;
         for (_, entry) in self.channels.drain() {
             entry.mailbox.do_send(ChannelMsg::Close(Reason::Closed));
@@ -422,16 +428,16 @@ fn live_entry<'a>(
 }
 
 /// Sends an encoded frame, or logs why it could not be encoded.
-fn write(peer: &str, frame: Result<Frame, EncodeError>, out: &dyn Outlet) {
+fn write(peer: &LogPeer, frame: Result<Frame, EncodeError>, out: &dyn Outlet) {
     if let Some(frame) = encoded(peer, frame) {
         out.send(frame);
     }
 }
 
 /// The encoded frame, or `None` with a log line saying why it could not be encoded.
-fn encoded(peer: &str, frame: Result<Frame, EncodeError>) -> Option<Frame> {
+fn encoded(peer: &LogPeer, frame: Result<Frame, EncodeError>) -> Option<Frame> {
     frame
-        .map_err(|error| log::warn!("{peer}: message not sent: {error}"))
+        .map_err(|error| warn_limited!(peer, "message not sent: {error}"))
         .ok()
 }
 
