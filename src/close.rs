@@ -44,6 +44,8 @@ impl Close {
     pub const POLL_QUEUE_FULL: Close = Close::policy("too many messages waiting");
     /// The client's messages for one channel pile up faster than it handles them.
     pub const INBOUND_FULL: Close = Close::policy("too many messages in flight");
+    /// The client went on sending far past its message or join rate limit.
+    pub const RATE_LIMITED: Close = Close::policy("rate limit exceeded");
 
     /// A message over the size limit.
     pub const TOO_BIG: Close = Close::new(1009, "message too big");
@@ -97,6 +99,7 @@ mod tests {
             Close::JOIN_BACKLOG_FULL,
             Close::POLL_QUEUE_FULL,
             Close::INBOUND_FULL,
+            Close::RATE_LIMITED,
             Close::TOO_BIG,
         ];
         assert!(all.iter().all(|close| close.reason.len() <= 123));

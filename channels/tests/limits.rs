@@ -1,6 +1,6 @@
 //! What one client may cost the binary, through a real client and the server's own log
-//! (its stderr, at the default level): log lines a client cannot forge nor multiply
-//! (docs/protocol.md §10).
+//! (its stderr, at the default level): rate limits on messages and joins, and log lines
+//! a client cannot forge nor multiply (docs/protocol.md §10).
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -169,6 +169,10 @@ impl Client {
     }
 }
 
+fn heartbeat(msg_ref: usize) -> Value {
+    json!([null, msg_ref.to_string(), "phoenix", "heartbeat", {}])
+}
+
 /// The `status` and `reason` of a reply.
 fn outcome(reply: &Value) -> (String, String) {
     let payload = &reply[4];
@@ -247,4 +251,112 @@ async fn a_flood_of_unmatched_topics_writes_a_bounded_log() {
         bytes < 8_000,
         "{bytes} bytes of log for 1 MB of event names"
     );
+}
+
+const SMALL_RATES: [(&str, &str); 4] = [
+    ("FLUXWIRE_RATE_MESSAGES_BURST", "5"),
+    ("FLUXWIRE_RATE_MESSAGES_PER_SEC", "1"),
+    ("FLUXWIRE_RATE_JOINS_BURST", "1"),
+    ("FLUXWIRE_RATE_JOINS_PER_SEC", "1"),
+];
+
+#[tokio::test]
+async fn a_burst_over_the_rate_is_refused_then_served_after_the_refill() {
+    let server = Server::start(&SMALL_RATES).await;
+    let mut client = Client::connect(&server, "eager").await;
+    let started = Instant::now();
+    for n in 0..10 {
+        client.feed(heartbeat(n)).await;
+    }
+    client.flush().await;
+    let mut outcomes = Vec::new();
+    for n in 0..10 {
+        let reply = client.recv_json().await;
+        assert_eq!(reply[1], json!(n.to_string()), "replies in order");
+        outcomes.push(outcome(&reply));
+    }
+    let ok = ("ok".to_owned(), String::new());
+    let limited = ("error".to_owned(), "rate limited".to_owned());
+    assert_eq!(
+        outcomes[..5],
+        [ok.clone(), ok.clone(), ok.clone(), ok.clone(), ok.clone()]
+    );
+    // One message a second refills the burst: at most that many more got through.
+    let refilled = started.elapsed().as_secs() as usize + 1;
+    let refused = outcomes.iter().filter(|o| **o == limited).count();
+    assert!(refused >= 5_usize.saturating_sub(refilled), "{outcomes:?}");
+    assert!(refused >= 1, "{outcomes:?}");
+    assert_eq!(refused + outcomes.iter().filter(|o| **o == ok).count(), 10);
+    server
+        .wait_for(&format!(
+            "{}: over the message rate limit (5 at once, 1/s)",
+            client.peer
+        ))
+        .await;
+
+    // The connection lives on, and is served again once the rate has refilled.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    client.send(heartbeat(10)).await;
+    assert_eq!(outcome(&client.recv_json().await), ok);
+
+    // Joins have their own rate: one at once here.
+    let mut joiner = Client::connect(&server, "joiner").await;
+    for (n, room) in ["a", "b", "c", "d"].iter().enumerate() {
+        let join_ref = n.to_string();
+        joiner
+            .feed(json!([
+                join_ref,
+                join_ref,
+                format!("room:{room}"),
+                "phx_join",
+                {}
+            ]))
+            .await;
+    }
+    joiner.flush().await;
+    // Replies by ref: the refusals may come before the first join's reply.
+    let mut join_outcomes = [None, None, None, None];
+    while join_outcomes.iter().any(Option::is_none) {
+        let message = joiner.recv_json().await;
+        if message[3] == "phx_reply" {
+            let n: usize = message[1].as_str().unwrap().parse().unwrap();
+            join_outcomes[n] = Some(outcome(&message));
+        }
+    }
+    assert_eq!(join_outcomes[0], Some(ok), "{join_outcomes:?}");
+    assert!(join_outcomes.contains(&Some(limited)), "{join_outcomes:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_far_past_the_rate_is_closed_with_1008_and_one_line() {
+    let server = Server::start(&SMALL_RATES).await;
+    let mut client = Client::connect(&server, "flood").await;
+    for n in 0..200 {
+        client.feed(heartbeat(n)).await;
+    }
+    client.flush().await;
+    let (mut ok, mut limited) = (0, 0);
+    let code = loop {
+        match client.recv().await {
+            Ok(reply) if outcome(&reply).0 == "ok" => ok += 1,
+            Ok(_) => limited += 1,
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, 1008);
+    assert!(ok >= 5, "the burst was served: {ok}");
+    // 10 bursts' worth refused: 49 answered, the 50th closes.
+    assert!(limited <= 49, "{limited}");
+    let closing = format!(
+        "{}: closing with 1008 (rate limit exceeded): 50 messages refused",
+        client.peer
+    );
+    server.wait_for(&closing).await;
+    let log = server.stop().await;
+    let of_client = lines_of(&log, &client);
+    let closes = of_client.iter().filter(|l| l.contains("closing")).count();
+    assert_eq!(closes, 1, "{of_client:#?}");
+    // The close, and the one line saying the client went over the limit.
+    assert_eq!(of_client.len(), 2, "{of_client:#?}");
 }
