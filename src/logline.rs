@@ -109,7 +109,7 @@ impl Write for Bounded<'_, '_> {
 }
 
 /// A connection as its log lines name it: the client's address, and its budget of
-/// warning lines (12 bytes more than the address alone).
+/// warning lines (16 bytes more than the address alone: 12, and alignment).
 pub(crate) struct LogPeer {
     name: String,
     warnings: Warnings,
