@@ -50,6 +50,8 @@ impl Close {
     pub const INBOUND_FULL: Close = Close::policy("too many messages in flight");
     /// A message whose `ref` or `join_ref`, topic or event is over its length limit.
     pub const FIELD_TOO_LONG: Close = Close::policy("ref, topic or event too long");
+    /// The client went on sending far past its message or join rate limit.
+    pub const RATE_LIMITED: Close = Close::policy("rate limit exceeded");
 
     /// A message over the size limit.
     pub const TOO_BIG: Close = Close::new(1009, "message too big");
@@ -110,6 +112,7 @@ mod tests {
             Close::POLL_QUEUE_FULL,
             Close::INBOUND_FULL,
             Close::FIELD_TOO_LONG,
+            Close::RATE_LIMITED,
             Close::TOO_BIG,
             Close::SERVER_BUSY,
         ];

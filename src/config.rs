@@ -59,6 +59,30 @@ pub struct Config {
     #[arg(long, env = "FLUXWIRE_MAX_CHANNELS", default_value_t = 100)]
     pub max_channels: usize,
 
+    /// Messages one connection may send at once, joins and heartbeats included; its
+    /// sustained rate is --rate-messages-per-sec. Past them a message is answered
+    /// `error {"reason": "rate limited"}`, and a client that goes on until 10 bursts'
+    /// worth are refused is closed with 1008.
+    #[arg(long, env = "FLUXWIRE_RATE_MESSAGES_BURST", default_value_t = 4_000, value_parser = clap::value_parser!(u32).range(1..=MAX_RATE))]
+    pub rate_messages_burst: u32,
+
+    /// Messages per second that refill a connection's burst (--rate-messages-burst);
+    /// 0 turns the message rate limit off.
+    #[arg(long, env = "FLUXWIRE_RATE_MESSAGES_PER_SEC", default_value_t = 4_000, value_parser = clap::value_parser!(u32).range(0..=MAX_RATE))]
+    pub rate_messages_per_sec: u32,
+
+    /// Joins one connection may send at once; its sustained rate is
+    /// --rate-joins-per-sec. Past them a join is answered `error {"reason": "rate
+    /// limited"}`, and a client that goes on until 10 bursts' worth are refused is
+    /// closed with 1008.
+    #[arg(long, env = "FLUXWIRE_RATE_JOINS_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_RATE))]
+    pub rate_joins_burst: u32,
+
+    /// Joins per second that refill a connection's burst (--rate-joins-burst); 0 turns
+    /// the join rate limit off.
+    #[arg(long, env = "FLUXWIRE_RATE_JOINS_PER_SEC", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=MAX_RATE))]
+    pub rate_joins_per_sec: u32,
+
     /// Origin check for browser connections: `conn` (the Origin must be the request's
     /// own: its scheme, `http` unless a proxy in front sets `X-Forwarded-Proto: https`,
     /// and the host and port of its `Host` header), `off`, or a comma-separated list of
@@ -184,6 +208,9 @@ fn non_empty(value: &str) -> Result<String, String> {
     }
 }
 
+/// The largest burst and rate the `--rate-*` flags accept.
+const MAX_RATE: i64 = 1_000_000;
+
 /// Which transports the socket mounts serve (`--transports`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transports {
@@ -292,5 +319,37 @@ impl Config {
     /// loopback, everything else as the flags' defaults.
     pub fn ephemeral() -> Self {
         Config::parse_from(["fluxwire", "--host", "127.0.0.1", "--port", "0"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("fluxwire").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn rate_limits_default_on_and_are_validated() {
+        let config = parse(&[]).unwrap();
+        let defaults = (
+            config.rate_messages_burst,
+            config.rate_messages_per_sec,
+            config.rate_joins_burst,
+            config.rate_joins_per_sec,
+        );
+        assert_eq!(defaults, (4_000, 4_000, 200, 100));
+        let off = parse(&["--rate-messages-per-sec", "0", "--rate-joins-per-sec", "0"]).unwrap();
+        assert_eq!((off.rate_messages_per_sec, off.rate_joins_per_sec), (0, 0));
+        for bad in [
+            ["--rate-messages-burst", "0"],
+            ["--rate-joins-burst", "0"],
+            ["--rate-messages-per-sec", "-1"],
+            ["--rate-joins-per-sec", "1000001"],
+            ["--rate-messages-burst", "many"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

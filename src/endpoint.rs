@@ -31,6 +31,7 @@ use crate::close::Close;
 use crate::cluster::{self, Engine};
 use crate::config::Config;
 use crate::pubsub::PubSub;
+use crate::rate::Quota;
 use crate::registry::Connections;
 use crate::router::Router;
 use crate::session::SessionShared;
@@ -217,6 +218,11 @@ impl Endpoint {
                 pubsub: services.pubsub.clone(),
                 connections: services.connections.clone(),
                 max_channels: config.max_channels,
+                message_rate: Quota::per_second(
+                    config.rate_messages_burst,
+                    config.rate_messages_per_sec,
+                ),
+                join_rate: Quota::per_second(config.rate_joins_burst, config.rate_joins_per_sec),
             }),
             mounts: Mounts {
                 paths: self.mounts,

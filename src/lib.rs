@@ -9,6 +9,8 @@
 //! to the lower layer; the upper one implements or handles them. The wire and the
 //! default application's contract are described in `docs/`.
 
+mod logline; // client text in log lines, escaped and cut; each connection's warning budget
+mod rate; // token buckets: how many messages and joins one connection may send
 mod close; // every way a connection is closed: code and reason, named once
 mod message; // the Phoenix message model: Message, PhxReply, Push, Broadcast, Payload, Ref
 mod serializer; // V1/V2 frames <-> messages; a broadcast encoded once per version

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::close::Close;
+use crate::logline::client_text;
 use crate::message::{event, Payload, PhxReply, Push, Ref, Status};
 use crate::serializer::{BroadcastFrame, EncodeError, Frame, Serializer};
 
@@ -114,7 +115,11 @@ fn send_encoded<O: Outlet + ?Sized>(
 ) {
     match frame {
         Ok(frame) => outlet.send_from(from.instance, frame),
-        Err(error) => log::warn!("{event} on {} not sent: {error}", from.topic),
+        Err(error) => log::warn!(
+            "{} on {} not sent: {error}",
+            client_text(event),
+            client_text(from.topic)
+        ),
     }
 }
 

@@ -3,9 +3,13 @@
 //! Owns the connection's protocol state: the topic → channel table with join refs,
 //! heartbeats, routing of client messages to channel instances (holding them while a
 //! join or a leave is in progress), and each instance's life on the connection's
-//! [`Outlet`]: joining, joined (the reply goes out first), ended. Must not hold
-//! application state (channels do), nor stand between a channel or pubsub and the
-//! client: their frames go to the outlet directly.
+//! [`Outlet`]: joining, joined (the reply goes out first), ended. Also the connection's
+//! rate limits (each message, and each join, counted against its [`Quota`] before it is
+//! routed; past them a message is answered `rate limited`, and a client that goes on far
+//! past them is closed) and its warning budget (a client's repeated warnings, such as
+//! unmatched topics, are counted rather than written past it). Must not hold application
+//! state (channels do), nor stand between a channel or pubsub and the client: their
+//! frames go to the outlet directly.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,9 +19,11 @@ use serde_json::json;
 
 use crate::channel::{ChannelMsg, ChannelReport, ChannelStart, Reason, INBOUND_LIMIT};
 use crate::close::Close;
+use crate::logline::{client_text, one_line, warn_limited, LogPeer, Suppressed};
 use crate::message::{event, Message, Payload, PhxReply, Push, Ref, Status, PHOENIX_TOPIC};
 use crate::outlet::{InstanceId, Outlet};
 use crate::pubsub::PubSub;
+use crate::rate::{self, Bucket, Quota, Verdict};
 use crate::registry::{Connections, Registration};
 use crate::router::Router;
 use crate::serializer::{EncodeError, Frame, Serializer};
@@ -31,6 +37,10 @@ pub(crate) struct SessionShared {
     pub connections: Connections,
     /// Most channels one connection may have joined at once.
     pub max_channels: usize,
+    /// How many messages (all of them, joins and heartbeats included) and how many joins
+    /// one connection may send; `None`: no limit.
+    pub message_rate: Option<Quota>,
+    pub join_rate: Option<Quota>,
 }
 
 /// One connection's protocol state.
@@ -44,8 +54,10 @@ pub(crate) struct Session {
     mailbox: Option<Recipient<ChannelReport>>,
     outlet: Option<Arc<dyn Outlet>>,
     channels: HashMap<Arc<str>, Entry>,
-    peer: String,
+    peer: LogPeer,
     registration: Option<Registration>,
+    messages: Bucket,
+    joins: Bucket,
 }
 
 /// One joined (or joining, or leaving) topic.
@@ -87,14 +99,16 @@ impl Session {
             mailbox: None,
             outlet: None,
             channels: HashMap::new(),
-            peer,
+            peer: LogPeer::new(peer),
             registration: None,
+            messages: Bucket::default(),
+            joins: Bucket::default(),
         }
     }
 
     /// The client's address, as in log lines.
     pub fn peer(&self) -> &str {
-        &self.peer
+        self.peer.name()
     }
 
     pub fn serializer(&self) -> Serializer {
@@ -116,7 +130,7 @@ impl Session {
     /// A text frame (or long-poll text message) from the client.
     pub fn handle_text(&mut self, text: &str, out: &dyn Outlet) {
         match self.serializer.decode_text(text) {
-            Ok(message) => self.handle_message(message, out),
+            Ok(message) => self.handle_admitted(message, out),
             Err(error) => self.protocol_error(error.close(), &error, out),
         }
     }
@@ -124,14 +138,86 @@ impl Session {
     /// A binary frame from the client.
     pub fn handle_binary(&mut self, frame: bytes::Bytes, out: &dyn Outlet) {
         match self.serializer.decode_binary(frame) {
-            Ok(message) => self.handle_message(message, out),
+            Ok(message) => self.handle_admitted(message, out),
             Err(error) => self.protocol_error(error.close(), &error, out),
         }
     }
 
     fn protocol_error(&self, close: Close, error: &dyn std::fmt::Display, out: &dyn Outlet) {
-        log::warn!("{}: closing with {close}: {error}", self.peer);
+        log::warn!("{}: closing with {close}: {}", self.peer, one_line(error));
         out.close(close);
+    }
+
+    /// Handles a client message unless the connection's rates refuse it.
+    fn handle_admitted(&mut self, message: Message, out: &dyn Outlet) {
+        if self.admit(&message, out) {
+            self.handle_message(message, out);
+        }
+    }
+
+    /// Counts a client message against the connection's rates (docs/protocol.md §10.2):
+    /// every message against the message rate, a join also against the join rate.
+    /// `false` if it is refused: answered `rate limited`, or the connection closed.
+    fn admit(&mut self, message: &Message, out: &dyn Outlet) -> bool {
+        let now = rate::now();
+        if let Some(quota) = self.shared.message_rate {
+            let verdict = quota.check(&mut self.messages, now);
+            if !self.passed(verdict, quota, "message", message, out) {
+                return false;
+            }
+        }
+        match self.shared.join_rate {
+            Some(quota) if message.event == event::JOIN => {
+                let verdict = quota.check(&mut self.joins, now);
+                self.passed(verdict, quota, "join", message, out)
+            }
+            _ => true,
+        }
+    }
+
+    /// Acts on a quota's verdict on `message`; `true` if it passed.
+    fn passed(
+        &self,
+        verdict: Verdict,
+        quota: Quota,
+        what: &str,
+        message: &Message,
+        out: &dyn Outlet,
+    ) -> bool {
+        let (burst, per_sec) = (quota.burst(), quota.per_sec());
+        match verdict {
+            Verdict::Passed => return true,
+            Verdict::Limited { first } => {
+                if first {
+                    warn_limited!(
+                        self.peer,
+                        "over the {what} rate limit ({burst} at once, {per_sec}/s): \
+                         answering \"rate limited\""
+                    );
+                }
+                let reason = Payload::Json(json!({"reason": "rate limited"}));
+                self.reply(
+                    message.join_ref.as_ref(),
+                    message,
+                    Status::Error,
+                    reason,
+                    out,
+                );
+            }
+            Verdict::Exceeded { first: true } => {
+                let close = Close::RATE_LIMITED;
+                log::warn!(
+                    "{}: closing with {close}: {} {what}s refused over the {what} rate limit \
+                     ({burst} at once, {per_sec}/s)",
+                    self.peer,
+                    quota.close_after()
+                );
+                out.close(close);
+            }
+            // Closed already; what was still on its way is dropped.
+            Verdict::Exceeded { first: false } => {}
+        }
+        false
     }
 
     /// Routes one decoded client message (docs/protocol.md §5.2).
@@ -167,11 +253,11 @@ impl Session {
                     .is_some_and(|r| Some(r) != entry.join_ref.as_ref())
                 {
                     log::debug!(
-                        "{}: dropping {} on {} with stale join_ref {:?}",
+                        "{}: dropping {} on {} with stale join_ref {}",
                         self.peer,
-                        message.event,
-                        message.topic,
-                        message.join_ref
+                        client_text(&message.event),
+                        client_text(&message.topic),
+                        client_text(&message.join_ref.as_ref().map_or("".into(), Ref::as_text))
                     );
                     return;
                 }
@@ -210,11 +296,11 @@ impl Session {
     }
 
     fn reply_unmatched(&self, message: &Message, out: &dyn Outlet) {
-        log::warn!(
-            "{}: {} on unmatched topic {:?}",
+        warn_limited!(
             self.peer,
-            message.event,
-            message.topic
+            "{} on unmatched topic {}",
+            client_text(&message.event),
+            client_text(&message.topic)
         );
         let reason = Payload::Json(json!({"reason": "unmatched topic"}));
         self.reply(None, message, Status::Error, reason, out);
@@ -402,6 +488,9 @@ impl Session {
 
     /// The connection is gone: every channel ends with reason "closed" (docs/protocol.md §5.8).
     pub fn closed(&mut self) {
+        if let Some(suppressed) = self.peer.take_suppressed() {
+            log::warn!("{}", Suppressed(&self.peer, suppressed));
+        }
         self.registration = None;
         for (_, entry) in self.channels.drain() {
             entry.mailbox.do_send(ChannelMsg::Close(Reason::Closed));
@@ -422,16 +511,16 @@ fn live_entry<'a>(
 }
 
 /// Sends an encoded frame, or logs why it could not be encoded.
-fn write(peer: &str, frame: Result<Frame, EncodeError>, out: &dyn Outlet) {
+fn write(peer: &LogPeer, frame: Result<Frame, EncodeError>, out: &dyn Outlet) {
     if let Some(frame) = encoded(peer, frame) {
         out.send(frame);
     }
 }
 
 /// The encoded frame, or `None` with a log line saying why it could not be encoded.
-fn encoded(peer: &str, frame: Result<Frame, EncodeError>) -> Option<Frame> {
+fn encoded(peer: &LogPeer, frame: Result<Frame, EncodeError>) -> Option<Frame> {
     frame
-        .map_err(|error| log::warn!("{peer}: message not sent: {error}"))
+        .map_err(|error| warn_limited!(peer, "message not sent: {error}"))
         .ok()
 }
 
@@ -510,6 +599,14 @@ mod tests {
     }
 
     fn fixture(max_channels: usize) -> Fixture {
+        fixture_with(max_channels, None, None)
+    }
+
+    fn fixture_with(
+        max_channels: usize,
+        message_rate: Option<Quota>,
+        join_rate: Option<Quota>,
+    ) -> Fixture {
         let (log, channels) = unbounded_channel();
         let (started_tx, started) = unbounded_channel();
         let factory = RecordedFactory {
@@ -522,6 +619,8 @@ mod tests {
             pubsub: PubSub::new(),
             connections: connections.clone(),
             max_channels,
+            message_rate,
+            join_rate,
         });
         let assigns = Assigns::new().with("user", "alice");
         let mut session = Session::new(
@@ -735,6 +834,93 @@ mod tests {
         );
         assert_eq!(f.out.take(), [Out::Send(unmatched)]);
         assert!(f.started.try_recv().is_err());
+    }
+
+    /// A quota that refills once an hour: nothing refills during a test.
+    fn hourly(burst: u32) -> Option<Quota> {
+        Some(Quota::every(burst, std::time::Duration::from_secs(3600)))
+    }
+
+    fn rate_limited(join_ref: Value, msg_ref: &str, topic: &str) -> Out {
+        Out::Send(reply(
+            join_ref,
+            msg_ref,
+            topic,
+            "error",
+            json!({"reason": "rate limited"}),
+        ))
+    }
+
+    #[actix::test]
+    async fn messages_past_the_rate_are_refused_and_a_flood_is_closed() {
+        let mut f = fixture_with(10, hourly(3), None);
+        let a = f.join("room:a", "1").await;
+        f.joined(a, "room:a");
+        f.out.take();
+        // The join took one of the 3; a heartbeat and a push take the rest.
+        f.text(json!([null, "2", "phoenix", "heartbeat", {}]));
+        f.text(json!(["1", "3", "room:a", "hi", {}]));
+        assert_eq!(f.channels.recv().await.unwrap(), "in room:a hi");
+        f.out.take();
+        f.text(json!(["1", "4", "room:a", "hi", {}]));
+        f.text(json!([null, "5", "phoenix", "heartbeat", {}]));
+        f.text(json!(["2", "6", "room:b", "phx_join", {}]));
+        assert_eq!(
+            f.out.take(),
+            [
+                rate_limited(json!("1"), "4", "room:a"),
+                rate_limited(Value::Null, "5", "phoenix"),
+                rate_limited(json!("2"), "6", "room:b"),
+            ]
+        );
+        assert!(
+            f.channels.try_recv().is_err(),
+            "refused messages go nowhere"
+        );
+        assert!(f.started.try_recv().is_err(), "nor do refused joins");
+        // 10 bursts' worth refused (30): the 30th closes, later ones are dropped.
+        for n in 7..34 {
+            f.text(json!(["1", n.to_string(), "room:a", "hi", {}]));
+        }
+        let mut calls = f.out.take();
+        assert_eq!(calls.pop(), Some(Out::Close(Close::RATE_LIMITED)));
+        assert_eq!(calls.len(), 26, "refused 4 to 29 answered, the 30th closes");
+        f.text(json!(["1", "99", "room:a", "hi", {}]));
+        assert_eq!(f.out.take(), []);
+    }
+
+    #[actix::test]
+    async fn joins_past_the_join_rate_are_refused() {
+        let mut f = fixture_with(10, None, hourly(1));
+        f.join("room:a", "1").await;
+        f.text(json!(["2", "2", "room:b", "phx_join", {}]));
+        assert_eq!(f.out.take(), [rate_limited(json!("2"), "2", "room:b")]);
+        assert!(f.started.try_recv().is_err());
+        // Other messages are not joins: they pass.
+        f.text(json!([null, "3", "phoenix", "heartbeat", {}]));
+        assert_eq!(
+            f.out.take(),
+            [Out::Send(reply(
+                Value::Null,
+                "3",
+                "phoenix",
+                "ok",
+                json!({})
+            ))]
+        );
+    }
+
+    #[actix::test]
+    async fn messages_that_waited_for_a_join_are_not_counted_twice() {
+        // Join, one message held behind it, then the join reply: 2 messages of 2.
+        let mut f = fixture_with(10, hourly(2), None);
+        let a = f.join("room:a", "1").await;
+        f.text(json!(["1", "2", "room:a", "early", {}]));
+        f.joined(a, "room:a");
+        assert_eq!(f.channels.recv().await.unwrap(), "in room:a early");
+        f.out.take();
+        f.text(json!(["1", "3", "room:a", "late", {}]));
+        assert_eq!(f.out.take(), [rate_limited(json!("1"), "3", "room:a")]);
     }
 
     #[actix::test]

@@ -16,6 +16,7 @@ use actix::{
 use serde_json::json;
 
 use super::{Channel, ChannelContext, JoinParams, Pusher, Reason, Reply, Subscription};
+use crate::logline::{client_text, one_line};
 use crate::message::{Payload, Ref, Status};
 use crate::outlet::{InstanceId, Outlet, Sender};
 use crate::panic::{catch_panic, CatchUnwind};
@@ -175,7 +176,11 @@ where
     fn start(&self, start: ChannelStart) -> Option<StartedChannel> {
         let channel = catch_panic(|| (self.0)(&start.topic))
             .map_err(|message| {
-                log::error!("channel {}: constructor panicked: {message}", start.topic)
+                log::error!(
+                    "channel {}: constructor panicked: {}",
+                    client_text(&start.topic),
+                    one_line(&message)
+                )
             })
             .ok()?;
         let addr = ChannelActor::create(|ctx| {
@@ -300,7 +305,11 @@ impl<C: Channel> ChannelActor<C> {
         let reply = match reply {
             Ok(reply) => reply,
             Err(message) => {
-                log::error!("channel {}: join panicked: {message}", self.core.topic);
+                log::error!(
+                    "channel {}: join panicked: {}",
+                    client_text(&self.core.topic),
+                    one_line(&message)
+                );
                 return self.refuse_join(Payload::Json(json!({"reason": "join crashed"})), ctx);
             }
         };
@@ -394,7 +403,11 @@ impl<C: Channel> ChannelActor<C> {
     fn after_call(&mut self, outcome: Result<(), String>, ctx: &mut Context<Self>) {
         match outcome {
             Err(message) => {
-                log::error!("channel {}: crashed: {message}", self.core.topic);
+                log::error!(
+                    "channel {}: crashed: {}",
+                    client_text(&self.core.topic),
+                    one_line(&message)
+                );
                 self.finish(Reason::Crashed, true, ctx);
             }
             Ok(()) if self.core.stop_requested => self.finish(Reason::Stopped, true, ctx),
@@ -417,7 +430,11 @@ impl<C: Channel> ChannelActor<C> {
         self.core.finished = true;
         if self.core.joined {
             if let Err(message) = self.call(ctx, |channel, cx| channel.terminate(reason, cx)) {
-                log::error!("channel {}: terminate panicked: {message}", self.core.topic);
+                log::error!(
+                    "channel {}: terminate panicked: {}",
+                    client_text(&self.core.topic),
+                    one_line(&message)
+                );
             }
         }
         for tracked in self.core.tracks.drain(..) {

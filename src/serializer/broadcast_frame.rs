@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::{Frame, Serializer};
+use crate::logline::client_text;
 use crate::message::{Broadcast, Payload};
 
 pub(crate) struct BroadcastFrame {
@@ -51,7 +52,11 @@ impl BroadcastFrame {
                 serializer
                     .encode_broadcast(&broadcast)
                     .map_err(|error| {
-                        log::warn!("broadcast {} on {}: {error}", self.event, self.topic)
+                        log::warn!(
+                            "broadcast {} on {}: {error}",
+                            client_text(&self.event),
+                            client_text(&self.topic)
+                        )
                     })
                     .ok()
             })

@@ -37,7 +37,10 @@ pub enum Frame {
 
 /// The `vsn` a client asked for matches no serializer: refuse the connection (403).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported vsn {0:?}: matches neither ~> 1.0.0 (V1) nor ~> 2.0.0 (V2)")]
+#[error(
+    "unsupported vsn {}: matches neither ~> 1.0.0 (V1) nor ~> 2.0.0 (V2)",
+    crate::logline::client_text(.0)
+)]
 pub struct UnsupportedVsn(pub String);
 
 /// Longest `ref` or `join_ref` a client may send, in bytes. phoenix.js sends decimal

@@ -29,6 +29,7 @@ use self::longpoll::LongPoll;
 use self::origin::{HostAllow, OriginPolicy, Target};
 pub(crate) use self::ws_inbound::UnfinishedBudget;
 use crate::channel::ChannelReport;
+use crate::logline::{client_text, one_line};
 use crate::outlet::Outlet;
 use crate::serializer::Serializer;
 use crate::session::{Session, SessionShared};
@@ -135,13 +136,14 @@ impl Connection for Session {
 /// Why a connection attempt was refused; every variant is a 403 (docs/protocol.md §1.3).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("host {0:?} not in --host-allow")]
+    #[error("host {} not in --host-allow", client_text(.0))]
     Host(String),
-    #[error("origin {0:?} not allowed")]
+    #[error("origin {} not allowed", client_text(.0))]
     Origin(String),
     #[error(
-        "origin {origin:?} is not the request's own: the request came over {scheme} \
-         (a TLS-terminating proxy in front must say so in X-Forwarded-Proto)"
+        "origin {} is not the request's own: the request came over {scheme} \
+         (a TLS-terminating proxy in front must say so in X-Forwarded-Proto)",
+        client_text(origin)
     )]
     OriginScheme {
         origin: String,
@@ -149,7 +151,8 @@ pub enum Refusal {
     },
     #[error(transparent)]
     Vsn(#[from] crate::serializer::UnsupportedVsn),
-    #[error("connect refused: {0}")]
+    /// The application's reason, which may quote what the client sent.
+    #[error("connect refused: {}", one_line(&.0 .0))]
     Connect(#[from] crate::socket::Refused),
 }
 
@@ -259,4 +262,32 @@ pub(crate) fn peer_name(peer: Option<SocketAddr>) -> String {
 /// The client's address of an actix-web request, for logs.
 pub(crate) fn peer(req: &HttpRequest) -> String {
     peer_name(req.peer_addr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serializer::UnsupportedVsn;
+    use crate::socket::Refused;
+
+    /// Refusals are logged: what the client sent (origin, vsn, the user name an
+    /// application's refusal may quote) must make one short line.
+    #[test]
+    fn a_refusal_prints_what_the_client_sent_on_one_short_line() {
+        let forged = format!(
+            "x\n[2030-01-01T00:00:00Z ERROR fluxwire] forged{}",
+            "y".repeat(8000)
+        );
+        let refusals = [
+            Refusal::Origin(forged.clone()),
+            Refusal::Vsn(UnsupportedVsn(forged.clone())),
+            Refusal::Connect(Refused(format!("invalid user {forged:?}"))),
+        ];
+        for refusal in refusals {
+            let line = refusal.to_string();
+            assert!(!line.contains('\n'), "{line}");
+            assert!(line.contains(r"x\n[2030-01-01T00:00:00Z ERROR fluxwire] forged"));
+            assert!(line.len() < 400, "{} bytes: {line}", line.len());
+        }
+    }
 }
