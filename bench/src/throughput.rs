@@ -471,7 +471,8 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ThroughputArgs) -> Result<Outcome> {
         acked as f64 / args.duration_secs.max(1) as f64
     ));
     out.line(format!(
-        "deliveries: {received} of {expected} expected in {elapsed:.2}s: {deliveries_per_sec:.0} deliveries/s; missing {missing}, unexpected {extra}, order violations {violations}"
+        "deliveries: {received} of {expected} expected in {elapsed:.2}s: {deliveries_per_sec:.0} deliveries/s at window {}; missing {missing}, unexpected {extra}, order violations {violations}",
+        args.window
     ));
     out.line(format!("delivery latency: {}", summary.human()));
     if args.rate.is_some() {
