@@ -26,6 +26,10 @@ pub mod session;
 pub mod socket;
 pub mod transport;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use agent::{Agent, AgentError};
 pub use channel::{
     Channel, ChannelContext, ChannelRef, JoinParams, Pusher, Reason, Reply, Subscription,
