@@ -11,6 +11,10 @@ use serde_json::Value;
 
 /// Longest body, in code points, after trimming.
 pub const MAX_BODY_CHARS: usize = 2000;
+/// Longest body as received, in code points: the text and as much whitespace around it.
+/// Without it, whitespace around a short text could fill a whole inbound frame (1 MiB),
+/// and every member would be sent, and every room would keep, that much per message.
+pub const MAX_RAW_BODY_CHARS: usize = 2 * MAX_BODY_CHARS;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
@@ -78,13 +82,21 @@ impl ChatLog {
 }
 
 /// The body of a `new_msg` payload if valid: a string of 1 to 2000 code points after
-/// trimming. It is kept exactly as received (not trimmed).
+/// trimming, at most 4000 as received, with no control character but newline and tab
+/// (CONTRACT.md). It is kept exactly as received (not trimmed).
 pub fn valid_body(payload: &Payload) -> Option<String> {
     let body = payload.as_json()?.get("body")?.as_str()?;
-    let chars = body.trim().chars().count();
-    (1..=MAX_BODY_CHARS)
-        .contains(&chars)
-        .then(|| body.to_owned())
+    let text = body.trim().chars().count();
+    let ok = (1..=MAX_BODY_CHARS).contains(&text)
+        && body.chars().count() <= MAX_RAW_BODY_CHARS
+        && !body.chars().any(refused_in_body);
+    ok.then(|| body.to_owned())
+}
+
+/// The control characters a body may not hold: U+0000–U+001F and U+007F–U+009F (the
+/// Unicode category Cc) but newline and tab.
+fn refused_in_body(c: char) -> bool {
+    c.is_control() && c != '\n' && c != '\t'
 }
 
 /// Milliseconds since the Unix epoch.
@@ -133,5 +145,33 @@ mod tests {
             Some(2002)
         );
         assert_eq!(valid_body(&Payload::Binary(bytes::Bytes::new())), None);
+    }
+
+    #[test]
+    fn bodies_refuse_control_characters_but_newline_and_tab() {
+        for c in (0..=0x1f).chain(0x7f..=0x9f).filter_map(char::from_u32) {
+            let refused = c != '\n' && c != '\t';
+            assert_eq!(
+                body(json!({ "body": format!("a{c}b") })).is_none(),
+                refused,
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        assert_eq!(
+            body(json!({"body": "a\u{a0}b\u{2028}"})),
+            Some("a\u{a0}b\u{2028}".into())
+        );
+    }
+
+    #[test]
+    fn bodies_hold_at_most_as_much_whitespace_around_as_text() {
+        let padded = |around: usize| format!("{}x{}", " ".repeat(around), "\n".repeat(around));
+        let most = (MAX_RAW_BODY_CHARS - 1) / 2;
+        assert_eq!(body(json!({ "body": padded(most) })), Some(padded(most)));
+        assert_eq!(body(json!({ "body": padded(most + 1) })), None);
+        let full = format!("{}{}", "😀".repeat(2000), "\u{3000}".repeat(2000));
+        assert_eq!(body(json!({ "body": full.clone() })), Some(full.clone()));
+        assert_eq!(body(json!({ "body": format!("{full} ") })), None);
     }
 }

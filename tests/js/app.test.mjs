@@ -803,6 +803,61 @@ test("all: invalid bodies -> error {reason: invalid body}, nothing stored or bro
     "nothing invalid stored in msgs");
 });
 
+// CONTRACT.md: no control characters in a body but newline and tab, i.e. none of
+// U+0000–U+0008, U+000B–U+001F, U+007F–U+009F.
+const REFUSED_CONTROLS = [
+  ["U+0000", "\u0000"], ["U+0001", "\u0001"], ["U+0008 (below tab)", "\u0008"],
+  ["U+000B (between newline and the next)", "\u000b"], ["U+000C", "\u000c"], ["U+000D (carriage return)", "\r"],
+  ["U+001B (escape)", "\u001b"], ["U+001F", "\u001f"],
+  ["U+007F (delete)", "\u007f"], ["U+0080", "\u0080"], ["U+0085 (next line)", "\u0085"], ["U+009F", "\u009f"],
+];
+
+test("all: control characters other than newline and tab -> invalid body, at any place; newline and tab pass", T, async (t) => {
+  t.after(cleanup);
+  const a = await joinAll(uname("ctrl"));
+  const b = await joinAll(uname("ctrlseer"));
+  const seenByB = [];
+  b.channel.on("new_msg", (m) => seenByB.push(m));
+  const idBefore = await post(a.channel, "before the control characters");
+  for (const [what, c] of REFUSED_CONTROLS) {
+    for (const [where, body] of [["inside", `a${c}b`], ["alone around text", `${c}text`], ["many", c.repeat(2000)]]) {
+      assert.deepEqual(await push(a.channel, "new_msg", { body }), { status: "error", response: { reason: "invalid body" } },
+        `new_msg with ${what} ${where}`);
+    }
+  }
+  // The same rule in rooms.
+  const room = await joinRoom(a.user, uroom("ctrl"), a.socket);
+  for (const [what, c] of REFUSED_CONTROLS) {
+    assert.deepEqual(await push(room.channel, "new_msg", { body: `x${c}` }), { status: "error", response: { reason: "invalid body" } },
+      `room new_msg with ${what}`);
+  }
+  // Newline, tab and non-control characters next to the refused ranges are kept as sent.
+  const valid = ["line one\nline two", "col\tcol\t", "\ttabbed\n", "nbsp\u00a0 and \u00a1 and \u2028 and \u{1F600}"];
+  const ids = [];
+  for (const body of valid) ids.push(await post(a.channel, body));
+  await untilIn(seenByB, b.channel, "new_msg", (m) => m.id === ids.at(-1), `new_msg id ${ids.at(-1)} at B`);
+  assert.deepEqual(seenByB.filter((m) => m.id > idBefore).map((m) => m.body), valid, "only the valid bodies broadcast, intact");
+  assert.equal(await post(room.channel, "room ok\n"), 1, "refused room bodies consumed no id");
+});
+
+test("all: whitespace around the text counts: at most 4000 code points as received -> else invalid body", T, async (t) => {
+  t.after(cleanup);
+  const a = await joinAll(uname("padder"));
+  const text = "😀".repeat(2000);
+  const fits = `${"\u3000".repeat(1000)}${text}${"\n".repeat(1000)}`; // 4000 code points
+  for (const [what, body] of [
+    ["one past 4000 code points", `${fits} `],
+    ["a short text in 500 KB of spaces", `x${" ".repeat(500_000)}`],
+    ["a short text in 100,000 newlines", `${"\n".repeat(50_000)}x${"\n".repeat(50_000)}`],
+  ]) {
+    assert.deepEqual(await push(a.channel, "new_msg", { body }), { status: "error", response: { reason: "invalid body" } },
+      `new_msg with ${what}`);
+  }
+  const atA = waitFor(a.channel, "new_msg", (m) => m.body === fits);
+  const id = await post(a.channel, fits);
+  assert.equal((await atA).id, id, "4000 code points with 2000 after trimming are valid and sent as received");
+});
+
 test("all: unknown event -> error {reason: unknown event}; the channel stays joined", T, async (t) => {
   t.after(cleanup);
   const a = await joinAll(uname("unknown"));
