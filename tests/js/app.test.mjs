@@ -858,6 +858,45 @@ test("all: whitespace around the text counts: at most 4000 code points as receiv
   assert.equal((await atA).id, id, "4000 code points with 2000 after trimming are valid and sent as received");
 });
 
+test("all: worst-case bodies: status_users keeps the newest that fit in 64 KiB, each frame far under the 1 MiB bound", T, async (t) => {
+  t.after(cleanup);
+  const BOUND = 1024 * 1024; // the default --max-outbound-bytes
+  const BUDGET = 64 * 1024; // msgs in a status_users, as a JSON array (README.md)
+  const a = await joinAll(uname("worst"));
+  const b = await joinAll(uname("worstseer"));
+  // The raw frames b's socket receives: phoenix.js hands over decoded messages only.
+  const frames = [];
+  b.socket.conn.on("message", (data) => {
+    const text = data.toString("utf8");
+    if (text.includes('"status_users"')) frames.push(Buffer.byteLength(text));
+  });
+  // The largest body the contract allows, in bytes: 2000 astral code points (4 bytes each)
+  // and 2000 ideographic spaces around them (3 bytes each). 14,000 bytes of JSON.
+  const worst = (i) => `${"\u3000".repeat(1000)}${String.fromCodePoint(0x1F600 + (i % 10)).repeat(2000)}${"\u3000".repeat(1000)}`;
+  assert.equal(Buffer.byteLength(JSON.stringify(worst(0))), 14_002);
+  const ids = [];
+  for (let i = 0; i < 100; i++) ids.push(await post(a.channel, worst(i)));
+  const last = ids.at(-1);
+  const p = await untilStatus(b.status, (s) => s.msgs.at(-1)?.id === last, `msgs ending with id ${last}`);
+  assertStatusShape(p);
+  const kept = p.msgs.map((m) => m.id);
+  assert.deepEqual(kept, ids.slice(-kept.length), "the newest messages, oldest first, none skipped");
+  assert.ok(kept.length >= 4 && kept.length < 100, `as many as fit in the budget: ${kept.length}`);
+  p.msgs.forEach((m) => assert.equal(m.body, worst(ids.indexOf(m.id)), `msg ${m.id} intact`));
+  assert.ok(Buffer.byteLength(JSON.stringify(p.msgs)) <= BUDGET, `msgs take ${Buffer.byteLength(JSON.stringify(p.msgs))} bytes`);
+  // A joiner's first status and a hit's broadcast are as small.
+  const c = await joinAll(uname("worstjoiner"));
+  const first = await untilStatus(c.status, () => true, "the joiner's first status_users");
+  assert.deepEqual(first.msgs.map((m) => m.id), kept, "the joiner gets the same kept messages");
+  const hit = await push(a.channel, "hit", {});
+  await untilStatus(b.status, (s) => s.hits >= hit.response.hits, `hits >= ${hit.response.hits}`);
+  assert.ok(frames.length > 0, "status_users frames were seen on the wire");
+  const largest = Math.max(...frames);
+  assert.ok(largest < BUDGET + 8 * 1024, `largest status_users frame: ${largest} bytes (budget ${BUDGET} + users)`);
+  assert.ok(largest < BOUND / 10, `largest status_users frame ${largest} bytes, bound ${BOUND}`);
+  assert.ok(b.socket.isConnected(), "the reading member is still connected");
+});
+
 test("all: unknown event -> error {reason: unknown event}; the channel stays joined", T, async (t) => {
   t.after(cleanup);
   const a = await joinAll(uname("unknown"));
