@@ -1,6 +1,6 @@
 //! What one user can make the default application send or keep (issue 10): `all`'s
 //! `status_users` stays small enough for a member reading at an ordinary speed, whatever
-//! another user posts.
+//! another user posts; chat rooms are capped in number and dropped when idle.
 
 mod support;
 
@@ -10,6 +10,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use fluxwire::{Config, Endpoint};
+use fluxwire_channels::AppConfig;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use support::Client;
@@ -223,6 +225,37 @@ async fn a_member_reading_at_5_mb_per_s_is_not_cut_off_by_worst_case_posts_and_a
         seen.largest_status < BOUND / 10,
         "largest status_users: {} bytes (bound {BOUND}): {seen:?}",
         seen.largest_status
+    );
+    server.stop();
+}
+
+/// `room:NAME` with small bounds (3 rooms, 500 ms idle), through phoenix.js
+/// (tests/js/app_bounds.test.mjs): the cap, and idle rooms dropped.
+#[test]
+fn rooms_are_capped_and_idle_ones_dropped_through_phoenix_js() {
+    let app = AppConfig {
+        max_rooms: 3,
+        room_idle_timeout_ms: 500,
+    };
+    let mut config = Config::ephemeral();
+    config.static_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
+    let server = Endpoint::new(config, fluxwire_channels::app_with(app.clone()))
+        .mount("/socket")
+        .spawn()
+        .expect("the app server starts");
+    let url = format!("ws://{}/socket", server.addr());
+    let (max_rooms, idle) = (
+        app.max_rooms.to_string(),
+        app.room_idle_timeout_ms.to_string(),
+    );
+    support::run_node_tests_with_env(
+        "app_bounds.test.mjs",
+        &[
+            ("FLUXWIRE_URL", &url),
+            ("FLUXWIRE_MAX_ROOMS", &max_rooms),
+            ("FLUXWIRE_ROOM_IDLE_TIMEOUT_MS", &idle),
+        ],
+        &[],
     );
     server.stop();
 }
