@@ -219,6 +219,7 @@ async fn a_member_reading_at_5_mb_per_s_is_not_cut_off_by_worst_case_posts_and_a
         .await
         .expect("the slow member catches up with the last hit within 20 s")
         .unwrap();
+    println!("the slow member saw: {seen:?}");
     assert_eq!(seen.closed, None, "the slow member was cut off: {seen:?}");
     assert!(seen.last_hits >= hits, "{seen:?}");
     assert!(
