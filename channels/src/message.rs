@@ -83,8 +83,13 @@ impl ChatLog {
         self.last_id += 1;
         let message = ChatMessage::new(self.last_id, user, body);
         let json = message.to_json();
-        // Its encoded size, and a comma before it in the array.
-        let size = json.to_string().len() + 1;
+        // Its encoded size, and a comma before it in the array; measured only against a
+        // budget.
+        let size = if self.max_bytes == usize::MAX {
+            0
+        } else {
+            json.to_string().len() + 1
+        };
         self.pubsub
             .broadcast(&self.topic, "new_msg", Payload::Json(json));
         self.messages.push_back(message);
