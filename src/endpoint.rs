@@ -191,60 +191,17 @@ impl Endpoint {
         let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
         let bind_to = (config.host.clone(), config.port);
         let transports = config.transports;
-        let secret = config
-            .secret_key_base
-            .as_ref()
-            .map(|secret| secret.as_bytes());
-        if secret.is_none() && transports.longpoll {
-            log::warn!(
-                "no --secret-key-base (FLUXWIRE_SECRET_KEY_BASE): signing long-poll tokens \
-                 with a random secret; long-poll sessions will not survive a restart"
-            );
-        }
-        let door = Door::new(DoorLimits {
-            per_address: config.max_connections_per_ip,
-            rate: config.connection_rate_per_ip,
-            burst: config.connection_burst_per_ip,
-            exempt: config.ip_limits_exempt.clone(),
-            fd_reserve: usize::try_from(config.fd_reserve).unwrap_or(usize::MAX),
-        })?;
-        let shared = Arc::new(Shared {
-            door: Arc::new(door),
-            origin: config.check_origin.clone(),
-            hosts: config.host_allow.clone().unwrap_or_default(),
+        let shared = Arc::new(transport_shared(
+            &config,
             socket,
-            sessions: Arc::new(SessionShared {
-                router,
-                pubsub: services.pubsub.clone(),
-                connections: services.connections.clone(),
-                max_channels: config.max_channels,
-                message_rate: Quota::per_second(
-                    config.rate_messages_burst,
-                    config.rate_messages_per_sec,
-                ),
-                join_rate: Quota::per_second(config.rate_joins_burst, config.rate_joins_per_sec),
-            }),
-            mounts: Mounts {
+            router,
+            &services,
+            Mounts {
                 paths: self.mounts,
                 websocket: transports.websocket,
                 echo: self.echo_path,
             },
-            websocket: WsLimits {
-                max_message: config.max_frame_size,
-                idle_timeout: config.idle_timeout(),
-                max_outbound_frames: config.max_outbound_frames,
-                max_outbound_bytes: config.max_outbound_bytes,
-                unfinished: UnfinishedBudget::new(config.max_unfinished_bytes),
-            },
-            longpoll: LongPoll {
-                window: config.longpoll_window(),
-                timeout: config.longpoll_timeout(),
-                max_body: config.max_frame_size,
-                body_timeout: config.body_timeout(),
-                max_queue_bytes: config.max_outbound_bytes,
-                servers: LongPollServers::new(secret),
-            },
-        });
+        )?);
         let app_shared = shared.clone();
         let app = move || {
             let shared = app_shared.clone();
@@ -321,6 +278,68 @@ impl Endpoint {
             transport: shared,
         })
     }
+}
+
+/// What every connection shares, made from the configuration: admission, the session's
+/// services and limits, each transport's settings.
+pub(crate) fn transport_shared(
+    config: &Config,
+    socket: Arc<dyn Socket>,
+    router: Router,
+    services: &Services,
+    mounts: Mounts,
+) -> io::Result<Shared> {
+    let transports = config.transports;
+    let secret = config
+        .secret_key_base
+        .as_ref()
+        .map(|secret| secret.as_bytes());
+    if secret.is_none() && transports.longpoll {
+        log::warn!(
+            "no --secret-key-base (FLUXWIRE_SECRET_KEY_BASE): signing long-poll tokens \
+             with a random secret; long-poll sessions will not survive a restart"
+        );
+    }
+    let door = Door::new(DoorLimits {
+        per_address: config.max_connections_per_ip,
+        rate: config.connection_rate_per_ip,
+        burst: config.connection_burst_per_ip,
+        exempt: config.ip_limits_exempt.clone(),
+        fd_reserve: usize::try_from(config.fd_reserve).unwrap_or(usize::MAX),
+    })?;
+    Ok(Shared {
+        door: Arc::new(door),
+        origin: config.check_origin.clone(),
+        hosts: config.host_allow.clone().unwrap_or_default(),
+        socket,
+        sessions: Arc::new(SessionShared {
+            router,
+            pubsub: services.pubsub.clone(),
+            connections: services.connections.clone(),
+            max_channels: config.max_channels,
+            message_rate: Quota::per_second(
+                config.rate_messages_burst,
+                config.rate_messages_per_sec,
+            ),
+            join_rate: Quota::per_second(config.rate_joins_burst, config.rate_joins_per_sec),
+        }),
+        mounts,
+        websocket: WsLimits {
+            max_message: config.max_frame_size,
+            idle_timeout: config.idle_timeout(),
+            max_outbound_frames: config.max_outbound_frames,
+            max_outbound_bytes: config.max_outbound_bytes,
+            unfinished: UnfinishedBudget::new(config.max_unfinished_bytes),
+        },
+        longpoll: LongPoll {
+            window: config.longpoll_window(),
+            timeout: config.longpoll_timeout(),
+            max_body: config.max_frame_size,
+            body_timeout: config.body_timeout(),
+            max_queue_bytes: config.max_outbound_bytes,
+            servers: LongPollServers::new(secret),
+        },
+    })
 }
 
 /// A listening socket with a backlog deep enough for a reconnect storm (every phoenix.js

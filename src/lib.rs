@@ -29,6 +29,9 @@ mod session; // one connection's protocol state: joins, refs, heartbeats, routin
 mod transport; // admission; WebSocket and long-poll; the listener that picks one
 mod config; // flags and environment variables
 mod endpoint; // HTTP wiring and the server's life
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing; // entry points for the fuzz targets in fuzz/; not an API
 
 pub use agent::{Agent, AgentError, WeakAgent};
 pub use channel::{

@@ -11,6 +11,10 @@ use serde_json::Value;
 
 /// Longest body, in code points, after trimming.
 pub const MAX_BODY_CHARS: usize = 2000;
+/// Longest body as received, in code points: the text and as much whitespace around it.
+/// Without it, whitespace around a short text could fill a whole inbound frame (1 MiB),
+/// and every member would be sent, and every room would keep, that much per message.
+pub const MAX_RAW_BODY_CHARS: usize = 2 * MAX_BODY_CHARS;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
@@ -38,36 +42,65 @@ impl ChatMessage {
 /// The last messages of one topic, with the topic's own id sequence. Posting stores a
 /// message and broadcasts it to the topic in one step, so a reader of the log (a joiner
 /// reading history) sees each message either in the log or as a later broadcast.
+///
+/// Keeps at most `capacity` messages and, when given a byte budget, only as many of the
+/// newest as fit in it once encoded as a JSON array (the newest one is always kept).
 pub struct ChatLog {
     topic: String,
     capacity: usize,
     messages: VecDeque<ChatMessage>,
+    /// Encoded size of each kept message, in the order of `messages`.
+    sizes: VecDeque<usize>,
+    /// Encoded size of `messages` as a JSON array.
+    bytes: usize,
+    max_bytes: usize,
     last_id: u64,
     pubsub: PubSub,
 }
 
 impl ChatLog {
     pub fn new(topic: &str, capacity: usize, pubsub: &PubSub) -> Self {
+        Self::with_budget(topic, capacity, usize::MAX, pubsub)
+    }
+
+    /// A log whose kept messages also take at most `max_bytes` as a JSON array.
+    pub fn with_budget(topic: &str, capacity: usize, max_bytes: usize, pubsub: &PubSub) -> Self {
         ChatLog {
             topic: topic.to_owned(),
             capacity,
             messages: VecDeque::new(),
+            sizes: VecDeque::new(),
+            bytes: "[]".len(),
+            max_bytes,
             last_id: 0,
             pubsub: pubsub.clone(),
         }
     }
 
-    /// Stores the next message (dropping the oldest past the capacity) and broadcasts
-    /// it as `new_msg`; returns its id.
+    /// Stores the next message (dropping the oldest past the capacity or the budget) and
+    /// broadcasts it as `new_msg`; returns its id.
     pub fn post(&mut self, user: &str, body: String) -> u64 {
         self.last_id += 1;
         let message = ChatMessage::new(self.last_id, user, body);
+        let json = message.to_json();
+        // Its encoded size, and a comma before it in the array; measured only against a
+        // budget.
+        let size = if self.max_bytes == usize::MAX {
+            0
+        } else {
+            json.to_string().len() + 1
+        };
         self.pubsub
-            .broadcast(&self.topic, "new_msg", Payload::Json(message.to_json()));
-        if self.messages.len() == self.capacity {
-            self.messages.pop_front();
-        }
+            .broadcast(&self.topic, "new_msg", Payload::Json(json));
         self.messages.push_back(message);
+        self.sizes.push_back(size);
+        self.bytes += size;
+        while self.messages.len() > self.capacity
+            || (self.bytes > self.max_bytes && self.messages.len() > 1)
+        {
+            self.messages.pop_front();
+            self.bytes -= self.sizes.pop_front().unwrap_or(0);
+        }
         self.last_id
     }
 
@@ -78,13 +111,21 @@ impl ChatLog {
 }
 
 /// The body of a `new_msg` payload if valid: a string of 1 to 2000 code points after
-/// trimming. It is kept exactly as received (not trimmed).
+/// trimming, at most 4000 as received, with no control character but newline and tab
+/// (CONTRACT.md). It is kept exactly as received (not trimmed).
 pub fn valid_body(payload: &Payload) -> Option<String> {
     let body = payload.as_json()?.get("body")?.as_str()?;
-    let chars = body.trim().chars().count();
-    (1..=MAX_BODY_CHARS)
-        .contains(&chars)
-        .then(|| body.to_owned())
+    let text = body.trim().chars().count();
+    let ok = (1..=MAX_BODY_CHARS).contains(&text)
+        && body.chars().count() <= MAX_RAW_BODY_CHARS
+        && !body.chars().any(refused_in_body);
+    ok.then(|| body.to_owned())
+}
+
+/// The control characters a body may not hold: U+0000–U+001F and U+007F–U+009F (the
+/// Unicode category Cc) but newline and tab.
+fn refused_in_body(c: char) -> bool {
+    c.is_control() && c != '\n' && c != '\t'
 }
 
 /// Milliseconds since the Unix epoch.
@@ -133,5 +174,81 @@ mod tests {
             Some(2002)
         );
         assert_eq!(valid_body(&Payload::Binary(bytes::Bytes::new())), None);
+    }
+
+    #[test]
+    fn bodies_refuse_control_characters_but_newline_and_tab() {
+        for c in (0..=0x1f).chain(0x7f..=0x9f).filter_map(char::from_u32) {
+            let refused = c != '\n' && c != '\t';
+            assert_eq!(
+                body(json!({ "body": format!("a{c}b") })).is_none(),
+                refused,
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        assert_eq!(
+            body(json!({"body": "a\u{a0}b\u{2028}"})),
+            Some("a\u{a0}b\u{2028}".into())
+        );
+    }
+
+    #[test]
+    fn bodies_hold_at_most_as_much_whitespace_around_as_text() {
+        let padded = |around: usize| format!("{}x{}", " ".repeat(around), "\n".repeat(around));
+        let most = (MAX_RAW_BODY_CHARS - 1) / 2;
+        assert_eq!(body(json!({ "body": padded(most) })), Some(padded(most)));
+        assert_eq!(body(json!({ "body": padded(most + 1) })), None);
+        let full = format!("{}{}", "😀".repeat(2000), "\u{3000}".repeat(2000));
+        assert_eq!(body(json!({ "body": full.clone() })), Some(full.clone()));
+        assert_eq!(body(json!({ "body": format!("{full} ") })), None);
+    }
+
+    /// The figure README.md and status.rs build on: the largest valid message, encoded.
+    #[test]
+    fn the_largest_message_takes_14322_bytes_of_json() {
+        let around = "\u{3000}".repeat(1000);
+        let largest = format!("{around}{}{around}", "😀".repeat(2000));
+        assert!(body(json!({ "body": largest.clone() })).is_some());
+        let message = ChatMessage {
+            id: u64::MAX,
+            user: "😀".repeat(64),
+            body: largest,
+            at: 1_765_000_000_000,
+        };
+        assert_eq!(serde_json::to_string(&message).unwrap().len(), 14_322);
+    }
+
+    #[test]
+    fn a_chat_log_with_a_budget_keeps_the_newest_that_fit() {
+        let size = |id: u64, body: &str| {
+            serde_json::to_string(&ChatMessage::new(id, "u", body.to_owned()))
+                .unwrap()
+                .len()
+        };
+        let big = "b".repeat(2000);
+        let one = size(1, &big);
+        let mut log = ChatLog::with_budget("all", 100, 3 * (one + 1) + 2, &PubSub::new());
+        for _ in 0..5 {
+            log.post("u", big.clone());
+        }
+        let ids: Vec<u64> = log.messages().iter().map(|m| m.id).collect();
+        assert_eq!(ids, [3, 4, 5]);
+        let encoded = serde_json::to_string(log.messages()).unwrap().len();
+        assert!(encoded <= 3 * (one + 1) + 2, "{encoded}");
+        // Small messages push the big ones out by count, not by budget.
+        for i in 0..200 {
+            log.post("u", format!("{i}"));
+        }
+        assert_eq!(log.messages().len(), 100);
+        assert_eq!(log.messages().back().map(|m| m.id), Some(205));
+        // One message over the whole budget is still kept: the newest is never dropped.
+        let mut tiny = ChatLog::with_budget("all", 100, 10, &PubSub::new());
+        tiny.post("u", big.clone());
+        tiny.post("u", big);
+        assert_eq!(
+            tiny.messages().iter().map(|m| m.id).collect::<Vec<_>>(),
+            [2]
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! The `all` topic: the status store and the status channel (docs/contract.md, `all`).
 //!
-//! Owns the one status store (users, joined connections, hits, the last 100 messages)
-//! and its `status_users` broadcasts, coalesced to at most one per window and always
-//! carrying the state at the moment they are sent, so the last one is always current.
+//! Owns the one status store (users, joined connections, hits, the last 100 messages
+//! that fit in [`MAX_MSGS_BYTES`]) and its `status_users` broadcasts, coalesced to at
+//! most one per window and always carrying the state at the moment they are sent, so
+//! the last one is always current.
 //! Must not hold per-connection state beyond the channel's own user name.
 
 use std::collections::BTreeMap;
@@ -21,6 +22,13 @@ use crate::user_socket::track_user;
 pub const TOPIC: &str = "all";
 /// Messages kept and sent in `status_users`.
 pub const MAX_MSGS: usize = 100;
+/// Most bytes those messages take in a `status_users` (a JSON array): only the newest
+/// that fit are kept. A message takes at most 14,322 bytes (README.md, "What one user
+/// can make it send or keep"), so 100 of them could take 1.4 MB, past a member's 1 MiB
+/// outbound bound, and a flood of `hit`s would send that to every member 50 times a
+/// second. With this budget, what one user posts keeps a `status_users` under 66 KB, at
+/// most 3.3 MB/s per member; ordinary messages (a few hundred bytes) still all fit.
+pub const MAX_MSGS_BYTES: usize = 64 * 1024;
 /// Changes within this window share one `status_users` broadcast.
 pub const BROADCAST_WINDOW: Duration = Duration::from_millis(20);
 
@@ -107,7 +115,7 @@ impl StatusStore {
             users: BTreeMap::new(),
             connections: 0,
             hits: 0,
-            msgs: ChatLog::new(TOPIC, MAX_MSGS, &pubsub),
+            msgs: ChatLog::with_budget(TOPIC, MAX_MSGS, MAX_MSGS_BYTES, &pubsub),
             broadcast_scheduled: false,
             pubsub,
             me: None,

@@ -803,6 +803,100 @@ test("all: invalid bodies -> error {reason: invalid body}, nothing stored or bro
     "nothing invalid stored in msgs");
 });
 
+// CONTRACT.md: no control characters in a body but newline and tab, i.e. none of
+// U+0000–U+0008, U+000B–U+001F, U+007F–U+009F.
+const REFUSED_CONTROLS = [
+  ["U+0000", "\u0000"], ["U+0001", "\u0001"], ["U+0008 (below tab)", "\u0008"],
+  ["U+000B (between newline and the next)", "\u000b"], ["U+000C", "\u000c"], ["U+000D (carriage return)", "\r"],
+  ["U+001B (escape)", "\u001b"], ["U+001F", "\u001f"],
+  ["U+007F (delete)", "\u007f"], ["U+0080", "\u0080"], ["U+0085 (next line)", "\u0085"], ["U+009F", "\u009f"],
+];
+
+test("all: control characters other than newline and tab -> invalid body, at any place; newline and tab pass", T, async (t) => {
+  t.after(cleanup);
+  const a = await joinAll(uname("ctrl"));
+  const b = await joinAll(uname("ctrlseer"));
+  const seenByB = [];
+  b.channel.on("new_msg", (m) => seenByB.push(m));
+  const idBefore = await post(a.channel, "before the control characters");
+  for (const [what, c] of REFUSED_CONTROLS) {
+    for (const [where, body] of [["inside", `a${c}b`], ["alone around text", `${c}text`], ["many", c.repeat(2000)]]) {
+      assert.deepEqual(await push(a.channel, "new_msg", { body }), { status: "error", response: { reason: "invalid body" } },
+        `new_msg with ${what} ${where}`);
+    }
+  }
+  // The same rule in rooms.
+  const room = await joinRoom(a.user, uroom("ctrl"), a.socket);
+  for (const [what, c] of REFUSED_CONTROLS) {
+    assert.deepEqual(await push(room.channel, "new_msg", { body: `x${c}` }), { status: "error", response: { reason: "invalid body" } },
+      `room new_msg with ${what}`);
+  }
+  // Newline, tab and non-control characters next to the refused ranges are kept as sent.
+  const valid = ["line one\nline two", "col\tcol\t", "\ttabbed\n", "nbsp\u00a0 and \u00a1 and \u2028 and \u{1F600}"];
+  const ids = [];
+  for (const body of valid) ids.push(await post(a.channel, body));
+  await untilIn(seenByB, b.channel, "new_msg", (m) => m.id === ids.at(-1), `new_msg id ${ids.at(-1)} at B`);
+  assert.deepEqual(seenByB.filter((m) => m.id > idBefore).map((m) => m.body), valid, "only the valid bodies broadcast, intact");
+  assert.equal(await post(room.channel, "room ok\n"), 1, "refused room bodies consumed no id");
+});
+
+test("all: whitespace around the text counts: at most 4000 code points as received -> else invalid body", T, async (t) => {
+  t.after(cleanup);
+  const a = await joinAll(uname("padder"));
+  const text = "😀".repeat(2000);
+  const fits = `${"\u3000".repeat(1000)}${text}${"\n".repeat(1000)}`; // 4000 code points
+  for (const [what, body] of [
+    ["one past 4000 code points", `${fits} `],
+    ["a short text in 500 KB of spaces", `x${" ".repeat(500_000)}`],
+    ["a short text in 100,000 newlines", `${"\n".repeat(50_000)}x${"\n".repeat(50_000)}`],
+  ]) {
+    assert.deepEqual(await push(a.channel, "new_msg", { body }), { status: "error", response: { reason: "invalid body" } },
+      `new_msg with ${what}`);
+  }
+  const atA = waitFor(a.channel, "new_msg", (m) => m.body === fits);
+  const id = await post(a.channel, fits);
+  assert.equal((await atA).id, id, "4000 code points with 2000 after trimming are valid and sent as received");
+});
+
+test("all: worst-case bodies: status_users keeps the newest that fit in 64 KiB, each frame far under the 1 MiB bound", T, async (t) => {
+  t.after(cleanup);
+  const BOUND = 1024 * 1024; // the default --max-outbound-bytes
+  const BUDGET = 64 * 1024; // msgs in a status_users, as a JSON array (README.md)
+  const a = await joinAll(uname("worst"));
+  const b = await joinAll(uname("worstseer"));
+  // The raw frames b's socket receives: phoenix.js hands over decoded messages only.
+  const frames = [];
+  b.socket.conn.on("message", (data) => {
+    const text = data.toString("utf8");
+    if (text.includes('"status_users"')) frames.push(Buffer.byteLength(text));
+  });
+  // The largest body the contract allows, in bytes: 2000 astral code points (4 bytes each)
+  // and 2000 ideographic spaces around them (3 bytes each). 14,000 bytes of JSON.
+  const worst = (i) => `${"\u3000".repeat(1000)}${String.fromCodePoint(0x1F600 + (i % 10)).repeat(2000)}${"\u3000".repeat(1000)}`;
+  assert.equal(Buffer.byteLength(JSON.stringify(worst(0))), 14_002);
+  const ids = [];
+  for (let i = 0; i < 100; i++) ids.push(await post(a.channel, worst(i)));
+  const last = ids.at(-1);
+  const p = await untilStatus(b.status, (s) => s.msgs.at(-1)?.id === last, `msgs ending with id ${last}`);
+  assertStatusShape(p);
+  const kept = p.msgs.map((m) => m.id);
+  assert.deepEqual(kept, ids.slice(-kept.length), "the newest messages, oldest first, none skipped");
+  assert.ok(kept.length >= 4 && kept.length < 100, `as many as fit in the budget: ${kept.length}`);
+  p.msgs.forEach((m) => assert.equal(m.body, worst(ids.indexOf(m.id)), `msg ${m.id} intact`));
+  assert.ok(Buffer.byteLength(JSON.stringify(p.msgs)) <= BUDGET, `msgs take ${Buffer.byteLength(JSON.stringify(p.msgs))} bytes`);
+  // A joiner's first status and a hit's broadcast are as small.
+  const c = await joinAll(uname("worstjoiner"));
+  const first = await untilStatus(c.status, () => true, "the joiner's first status_users");
+  assert.deepEqual(first.msgs.map((m) => m.id), kept, "the joiner gets the same kept messages");
+  const hit = await push(a.channel, "hit", {});
+  await untilStatus(b.status, (s) => s.hits >= hit.response.hits, `hits >= ${hit.response.hits}`);
+  assert.ok(frames.length > 0, "status_users frames were seen on the wire");
+  const largest = Math.max(...frames);
+  assert.ok(largest < BUDGET + 8 * 1024, `largest status_users frame: ${largest} bytes (budget ${BUDGET} + users)`);
+  assert.ok(largest < BOUND / 10, `largest status_users frame ${largest} bytes, bound ${BOUND}`);
+  assert.ok(b.socket.isConnected(), "the reading member is still connected");
+});
+
 test("all: unknown event -> error {reason: unknown event}; the channel stays joined", T, async (t) => {
   t.after(cleanup);
   const a = await joinAll(uname("unknown"));
