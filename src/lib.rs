@@ -21,6 +21,7 @@ mod pubsub; // topic -> subscribers; fan-out of pre-encoded broadcasts into outl
 mod presence; // who is on a topic: presence_state, coalesced presence_diff
 mod channel; // the Channel API, and the actor that runs one joined topic
 mod router; // topic pattern -> channel
+mod store; // versioned JSON stores changed by recorded RFC 6902 patches; store:NAME
 mod registry; // live connections, to close them from outside
 mod session; // one connection's protocol state: joins, refs, heartbeats, routing
 mod transport; // admission; WebSocket and long-poll; the listener that picks one
@@ -42,6 +43,10 @@ pub use pubsub::{PubSub, Stats as PubSubStats};
 pub use registry::Connections;
 pub use router::Router;
 pub use socket::{Assigns, ConnectInfo, Params, Refused, Socket};
+pub use store::{
+    pointer as json_pointer, Action, Committed, JoinHook, PatchError, Rejected, Since, Snapshot,
+    Store, StoreChannel, StoreError, StoreSpec, StoreStats, Stores, Tx,
+};
 pub use transport::origin::{AllowedOrigin, OriginPolicy};
 
 /// The README's examples, compiled as doctests so that they stay true.
