@@ -23,6 +23,8 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{web, App, HttpResponse};
 use socket2::{Domain, Type};
 
+mod stores_http;
+
 use crate::close::Close;
 use crate::config::Config;
 use crate::pubsub::PubSub;
@@ -30,14 +32,28 @@ use crate::registry::Connections;
 use crate::router::Router;
 use crate::session::SessionShared;
 use crate::socket::Socket;
+use crate::store::Stores;
 use crate::transport::longpoll::{self, LongPoll, LongPollServers};
 use crate::transport::{listener, websocket, Mounts, Shared, WsLimits};
 
 /// What the application builds its channels and stores on.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Services {
     pub pubsub: PubSub,
     pub connections: Connections,
+    /// The application's stores, served as `store:NAME` and at `GET /stores/NAME`.
+    pub stores: Stores,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        let pubsub = PubSub::new();
+        Services {
+            stores: Stores::new(&pubsub),
+            pubsub,
+            connections: Connections::default(),
+        }
+    }
 }
 
 /// The application: who may connect, and which channel serves which topic.
@@ -216,11 +232,15 @@ impl Endpoint {
             },
         });
         let app_shared = shared.clone();
+        let stores = services.stores.clone();
         let app = move || {
             let shared = app_shared.clone();
             let mut app = App::new()
                 .app_data(web::Data::new(shared.clone()))
-                .route("/health", web::get().to(health));
+                .app_data(web::Data::new(stores.clone()))
+                .route("/health", web::get().to(health))
+                .route("/stores/{name}", web::get().to(stores_http::snapshot))
+                .route("/stores/{name}", web::head().to(stores_http::snapshot));
             for mount in &shared.mounts.paths {
                 // A transport left out of `--transports` answers 404.
                 let ws = web::resource(format!("{mount}/websocket"));
