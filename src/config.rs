@@ -92,6 +92,12 @@ pub struct Config {
     /// themselves live in memory either way; a client whose session is gone reconnects.
     #[arg(long, env = "FLUXWIRE_SECRET_KEY_BASE", hide_env_values = true, value_parser = SecretKeyBase::parse)]
     pub secret_key_base: Option<SecretKeyBase>,
+
+    /// Directory where persistent state is kept across restarts (the application's
+    /// persistent stores, the rooms' messages), created if missing. Without it, all state
+    /// lives in memory and starts empty at every start.
+    #[arg(long, env = "FLUXWIRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Which transports the socket mounts serve (`--transports`).

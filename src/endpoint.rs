@@ -32,6 +32,7 @@ use crate::registry::Connections;
 use crate::router::Router;
 use crate::session::SessionShared;
 use crate::socket::Socket;
+use crate::storage::Storage;
 use crate::store::Stores;
 use crate::transport::longpoll::{self, LongPoll, LongPollServers};
 use crate::transport::{listener, websocket, Mounts, Shared, WsLimits};
@@ -43,15 +44,32 @@ pub struct Services {
     pub connections: Connections,
     /// The application's stores, served as `store:NAME` and at `GET /stores/NAME`.
     pub stores: Stores,
+    /// The data dir (`--data-dir`), for what the application keeps across restarts.
+    pub storage: Option<Storage>,
 }
 
 impl Default for Services {
     fn default() -> Self {
+        Services::with_storage(None)
+    }
+}
+
+impl Services {
+    fn with_storage(storage: Option<Storage>) -> Self {
         let pubsub = PubSub::new();
         Services {
-            stores: Stores::new(&pubsub),
+            stores: Stores::new(&pubsub, storage.clone()),
             pubsub,
             connections: Connections::default(),
+            storage,
+        }
+    }
+
+    /// Writes what waits for the data dir and marks it cleanly closed.
+    fn close_storage(&self) {
+        if let Some(storage) = &self.storage {
+            storage.close();
+            log::info!("data dir {} closed", storage.dir().display());
         }
     }
 }
@@ -134,9 +152,11 @@ impl Endpoint {
                 log::info!("fluxwire listening on http://{addr}");
             }
             let handle = server.handle();
-            watch_signals(handle, services.connections, shutdown_timeout);
+            watch_signals(handle, services.connections.clone(), shutdown_timeout);
             crate::heap::trim_periodically();
-            server.await
+            let served = server.await;
+            services.close_storage();
+            served
         })
     }
 
@@ -178,7 +198,11 @@ impl Endpoint {
     }
 
     fn bind(self) -> io::Result<Bound> {
-        let services = Services::default();
+        let storage = match &self.config.data_dir {
+            Some(dir) => Some(Storage::open(dir).map_err(io::Error::other)?),
+            None => None,
+        };
+        let services = Services::with_storage(storage);
         let SocketHandler { socket, router } = (self.build)(&services);
         let config = self.config;
         let static_dir = config.static_dir.clone();
@@ -406,5 +430,6 @@ impl RunningServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        self.services.close_storage();
     }
 }

@@ -11,11 +11,13 @@
 
 mod close; // every way a connection is closed: code and reason, named once
 mod message; // the Phoenix message model: Message, PhxReply, Push, Broadcast, Payload, Ref
+mod doc; // JSON documents changed by recorded RFC 6902 operations (JSON Pointer, Tx)
 mod serializer; // V1/V2 frames <-> messages; a broadcast encoded once per version
 mod heap; // returns freed heap to the OS after bursts
 mod panic; // a panic in application code becomes its message
 mod socket; // the application's `connect`: Params, Assigns, ConnectInfo
 mod agent; // state actors like Elixir's Agent, for the application's stores
+mod storage; // the data dir: persistent stores and logs in redb, one writer thread
 mod outlet; // one client's ordered way out; the Outbox a transport implements
 mod pubsub; // topic -> subscribers; fan-out of pre-encoded broadcasts into outlets
 mod presence; // who is on a topic: presence_state, coalesced presence_diff
@@ -35,6 +37,7 @@ pub use channel::{
 };
 pub use close::Close;
 pub use config::{Config, SecretKeyBase, Transports};
+pub use doc::{pointer as json_pointer, PatchError, Tx};
 pub use endpoint::{Endpoint, RunningServer, Services, SocketHandler};
 pub use message::Payload;
 pub use outlet::InstanceId;
@@ -43,9 +46,10 @@ pub use pubsub::{PubSub, Stats as PubSubStats};
 pub use registry::Connections;
 pub use router::Router;
 pub use socket::{Assigns, ConnectInfo, Params, Refused, Socket};
+pub use storage::{LogTail, Storage, StorageError};
 pub use store::{
-    pointer as json_pointer, Action, Committed, JoinHook, PatchError, Rejected, Since, Snapshot,
-    Store, StoreChannel, StoreError, StoreSpec, StoreStats, Stores, Tx,
+    Action, Committed, JoinHook, Rejected, Since, Snapshot, Store, StoreChannel, StoreError,
+    StoreSpec, StoreStats, Stores,
 };
 pub use transport::origin::{AllowedOrigin, OriginPolicy};
 

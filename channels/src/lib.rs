@@ -27,7 +27,7 @@ pub fn app(services: &Services) -> SocketHandler {
     let mirror = status_store::StatusMirror::start(&services.stores, &stores);
     let status = status::StatusStore::start(&stores, &services.pubsub, mirror);
     services.stores.start_in(&stores, todos::spec());
-    let rooms = room::Rooms::new(stores, &services.pubsub);
+    let rooms = room::Rooms::new(stores, &services.pubsub, services.storage.clone());
     let track: JoinHook = {
         let presence = presence.clone();
         Arc::new(move |ctx| drop(user_socket::track_user(ctx, &presence)))

@@ -5,14 +5,14 @@
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fluxwire::{Payload, PubSub};
-use serde::Serialize;
+use fluxwire::{Payload, PubSub, Storage};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Longest body, in code points, after trimming.
 pub const MAX_BODY_CHARS: usize = 2000;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub id: u64,
     pub user: String,
@@ -44,6 +44,8 @@ pub struct ChatLog {
     messages: VecDeque<ChatMessage>,
     last_id: u64,
     pubsub: PubSub,
+    /// Where each message is also written, for a log kept across restarts.
+    storage: Option<Storage>,
 }
 
 impl ChatLog {
@@ -54,7 +56,30 @@ impl ChatLog {
             messages: VecDeque::new(),
             last_id: 0,
             pubsub: pubsub.clone(),
+            storage: None,
         }
+    }
+
+    /// Continues the log the data dir keeps under this topic (its last messages and its
+    /// ids), and writes every message posted from now on there too.
+    pub fn persisted(mut self, storage: &Storage) -> Self {
+        let tail = storage.take_log(&self.topic);
+        self.last_id = tail.last_id;
+        for entry in tail.entries {
+            match serde_json::from_value::<ChatMessage>(entry) {
+                Ok(message) => self.keep(message),
+                Err(error) => log::warn!("{}: a stored message is unreadable: {error}", self.topic),
+            }
+        }
+        self.storage = Some(storage.clone());
+        self
+    }
+
+    fn keep(&mut self, message: ChatMessage) {
+        if self.messages.len() == self.capacity {
+            self.messages.pop_front();
+        }
+        self.messages.push_back(message);
     }
 
     /// Stores the next message (dropping the oldest past the capacity) and broadcasts
@@ -62,12 +87,13 @@ impl ChatLog {
     pub fn post(&mut self, user: &str, body: String) -> u64 {
         self.last_id += 1;
         let message = ChatMessage::new(self.last_id, user, body);
-        self.pubsub
-            .broadcast(&self.topic, "new_msg", Payload::Json(message.to_json()));
-        if self.messages.len() == self.capacity {
-            self.messages.pop_front();
+        let json = message.to_json();
+        if let Some(storage) = &self.storage {
+            storage.append(&self.topic, self.last_id, json.to_string());
         }
-        self.messages.push_back(message);
+        self.pubsub
+            .broadcast(&self.topic, "new_msg", Payload::Json(json));
+        self.keep(message);
         self.last_id
     }
 

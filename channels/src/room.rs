@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use actix::ArbiterHandle;
-use fluxwire::{Agent, Channel, ChannelContext, JoinParams, Payload, Presence, PubSub, Reply};
+use fluxwire::{
+    Agent, Channel, ChannelContext, JoinParams, Payload, Presence, PubSub, Reply, Storage,
+};
 use serde_json::json;
 
 use crate::message::{valid_body, ChatLog};
@@ -40,6 +42,8 @@ pub struct Rooms {
     arbiter: ArbiterHandle,
     pubsub: PubSub,
     rooms: Arc<Mutex<HashMap<String, RoomEntry>>>,
+    /// The data dir keeping the rooms' messages, if any.
+    storage: Option<Storage>,
 }
 
 struct RoomEntry {
@@ -50,11 +54,12 @@ struct RoomEntry {
 }
 
 impl Rooms {
-    pub fn new(arbiter: ArbiterHandle, pubsub: &PubSub) -> Self {
+    pub fn new(arbiter: ArbiterHandle, pubsub: &PubSub, storage: Option<Storage>) -> Self {
         Rooms {
             arbiter,
             pubsub: pubsub.clone(),
             rooms: Arc::default(),
+            storage,
         }
     }
 
@@ -76,12 +81,19 @@ impl Rooms {
         let mut rooms = self.lock();
         let entry = rooms.entry(topic.to_owned()).or_insert_with(|| {
             let (topic, pubsub) = (topic.to_owned(), self.pubsub.clone());
+            let storage = self.storage.clone();
+            // A room with stored history is kept, like one posted to.
+            let posted = storage.as_ref().is_some_and(|s| s.has_log(&topic));
             RoomEntry {
                 store: Agent::start_in(&self.arbiter, move || {
-                    ChatLog::new(&topic, HISTORY, &pubsub)
+                    let log = ChatLog::new(&topic, HISTORY, &pubsub);
+                    match storage {
+                        Some(storage) => log.persisted(&storage),
+                        None => log,
+                    }
                 }),
                 members: 0,
-                posted: false,
+                posted,
             }
         });
         entry.members += 1;
@@ -189,7 +201,7 @@ mod tests {
 
     #[actix::test]
     async fn empty_rooms_without_history_are_dropped() {
-        let rooms = Rooms::new(actix::Arbiter::current(), &PubSub::new());
+        let rooms = Rooms::new(actix::Arbiter::current(), &PubSub::new(), None);
         let (a, b) = (rooms.enter("room:a"), rooms.enter("room:a"));
         rooms.enter("room:b");
         assert_eq!(rooms.len(), 2);

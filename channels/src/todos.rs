@@ -16,9 +16,11 @@ pub const MAX_TODOS: usize = 500;
 /// Longest text, in code points, after trimming.
 pub const MAX_TEXT_CHARS: usize = 200;
 
-/// The store, empty, with its actions.
+/// The store, empty, with its actions; kept in the data dir when there is one.
 pub fn spec() -> StoreSpec {
-    StoreSpec::new(NAME, json!({ "todos": [] })).actions(act)
+    StoreSpec::new(NAME, json!({ "todos": [] }))
+        .actions(act)
+        .persistent()
 }
 
 fn act(action: Action<'_>, tx: &mut Tx<'_>) -> Result<(), Rejected> {

@@ -14,7 +14,6 @@
 //! know the transports, nor encode anything per member.
 
 mod channel;
-mod doc;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -28,15 +27,15 @@ use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 
 pub use channel::{JoinHook, StoreChannel};
-pub(crate) use doc::Op;
-pub use doc::{pointer, PatchError, Tx};
 
 use crate::agent::{Agent, AgentError, WeakAgent};
 use crate::channel::Subscription;
+use crate::doc::{Op, PatchError, Tx};
 use crate::message::Payload;
 use crate::panic::catch_panic;
 use crate::pubsub::PubSub;
 use crate::socket::Assigns;
+use crate::storage::{Storage, StoredStore, KEEP_PATCHES, SNAPSHOT_EVERY};
 
 /// Changes committed within this long after a broadcast share the next one.
 pub const BROADCAST_WINDOW: Duration = Duration::from_millis(20);
@@ -123,6 +122,9 @@ pub enum StoreError {
     /// The store is gone.
     #[error("the store is unavailable")]
     Unavailable,
+    /// Committed, but the data dir could not write it: it may not survive a restart.
+    #[error("the change could not be written to the data dir")]
+    NotSaved,
 }
 
 impl StoreError {
@@ -132,6 +134,7 @@ impl StoreError {
             StoreError::Rejected(rejected) => rejected.reason(),
             StoreError::Panicked(_) => "action crashed",
             StoreError::Unavailable => "store unavailable",
+            StoreError::NotSaved => "not saved",
         }
     }
 }
@@ -151,6 +154,7 @@ pub struct StoreSpec {
     name: String,
     initial: Value,
     actions: Actions,
+    persistent: bool,
 }
 
 impl StoreSpec {
@@ -161,7 +165,16 @@ impl StoreSpec {
             name: name.to_owned(),
             initial,
             actions: Box::new(|_, _| Err(Rejected::new("unknown event"))),
+            persistent: false,
         }
+    }
+
+    /// Keeps the store in the data dir when the server has one (`--data-dir`): state,
+    /// version, epoch and retained patches survive a restart, and an action is answered
+    /// once its change is on disk. Without a data dir the store lives in memory.
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
+        self
     }
 
     /// The store's actions.
@@ -261,12 +274,18 @@ pub struct Committed<R> {
 
 impl Store {
     /// Starts a store on `arbiter` (or the current one), publishing on `pubsub`.
-    fn start(arbiter: Option<&ArbiterHandle>, spec: StoreSpec, pubsub: &PubSub) -> Store {
+    fn start(
+        arbiter: Option<&ArbiterHandle>,
+        spec: StoreSpec,
+        pubsub: &PubSub,
+        storage: Option<&Storage>,
+    ) -> Store {
         let name: Arc<str> = spec.name.as_str().into();
         let pubsub = pubsub.clone();
+        let storage = storage.filter(|_| spec.persistent).cloned();
         let init = {
             let name = name.clone();
-            move || StoreCore::new(name, spec, pubsub)
+            move || StoreCore::new(name, spec, pubsub, storage)
         };
         let agent = match arbiter {
             Some(arbiter) => Agent::start_in(arbiter, init),
@@ -286,15 +305,18 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, Rejected> + Send + 'static,
     ) -> Result<Committed<R>, StoreError> {
-        self.agent
+        let (committed, written) = self
+            .agent
             .get_and_update(move |core| core.change(f))
-            .await?
+            .await??;
+        saved(written).await?;
+        Ok(committed)
     }
 
     /// As [`Store::update`], without waiting; a refusal is logged.
     pub fn cast(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<(), Rejected> + Send + 'static) {
         self.agent.cast(move |core| {
-            if let Err(error) = core.change(f) {
+            if let Err(error) = core.change(f).map(drop) {
                 log::warn!("store {}: change refused: {error}", core.name);
             }
         });
@@ -308,11 +330,12 @@ impl Store {
         payload: Value,
         assigns: Arc<Assigns>,
     ) -> Result<u64, StoreError> {
-        let acted = self
+        let (committed, written) = self
             .agent
             .get_and_update(move |core| core.act(&event, &payload, &assigns))
-            .await?;
-        Ok(acted?.version)
+            .await??;
+        saved(written).await?;
+        Ok(committed.version)
     }
 
     /// The snapshot at the current version.
@@ -360,14 +383,17 @@ pub struct Stores {
 
 struct StoresInner {
     pubsub: PubSub,
+    storage: Option<Storage>,
     stores: RwLock<HashMap<String, Store>>,
 }
 
 impl Stores {
-    pub fn new(pubsub: &PubSub) -> Self {
+    /// Stores publishing on `pubsub`; the persistent ones kept in `storage`, if any.
+    pub fn new(pubsub: &PubSub, storage: Option<Storage>) -> Self {
         Stores {
             inner: Arc::new(StoresInner {
                 pubsub: pubsub.clone(),
+                storage,
                 stores: RwLock::default(),
             }),
         }
@@ -376,12 +402,19 @@ impl Stores {
     /// Starts the store `spec` on `arbiter` and serves it as `store:NAME` (and at
     /// `GET /stores/NAME`). A store of the same name is replaced.
     pub fn start_in(&self, arbiter: &ArbiterHandle, spec: StoreSpec) -> Store {
-        self.register(Store::start(Some(arbiter), spec, &self.inner.pubsub))
+        let storage = self.inner.storage.as_ref();
+        self.register(Store::start(
+            Some(arbiter),
+            spec,
+            &self.inner.pubsub,
+            storage,
+        ))
     }
 
     /// As [`Stores::start_in`], on the current thread's arbiter.
     pub fn start(&self, spec: StoreSpec) -> Store {
-        self.register(Store::start(None, spec, &self.inner.pubsub))
+        let storage = self.inner.storage.as_ref();
+        self.register(Store::start(None, spec, &self.inner.pubsub, storage))
     }
 
     fn register(&self, store: Store) -> Store {
@@ -491,6 +524,21 @@ struct StoreCore {
     me: Option<WeakAgent<StoreCore>>,
     patches_sent: u64,
     states_sent: u64,
+    /// The data dir of a persistent store.
+    storage: Option<Storage>,
+    /// The version of the last snapshot written there.
+    stored_at: u64,
+}
+
+/// The receiver that hears when a change is on disk, for a persistent store.
+type Written = Option<tokio::sync::oneshot::Receiver<()>>;
+
+/// Waits until a change is on disk, if it goes there.
+async fn saved(written: Written) -> Result<(), StoreError> {
+    match written {
+        Some(written) => written.await.map_err(|_| StoreError::NotSaved),
+        None => Ok(()),
+    }
 }
 
 /// The encoded operations with their sizes, in a JSON reply or patch.
@@ -502,8 +550,8 @@ struct SnapshotRef<'a> {
 }
 
 impl StoreCore {
-    fn new(name: Arc<str>, spec: StoreSpec, pubsub: PubSub) -> Self {
-        StoreCore {
+    fn new(name: Arc<str>, spec: StoreSpec, pubsub: PubSub, storage: Option<Storage>) -> Self {
+        let mut core = StoreCore {
             topic: format!("store:{name}").into(),
             name,
             epoch: new_epoch().into(),
@@ -524,13 +572,57 @@ impl StoreCore {
             me: None,
             patches_sent: 0,
             states_sent: 0,
+            storage: None,
+            stored_at: 0,
+        };
+        if let Some(storage) = storage {
+            core.restore(storage);
+        }
+        core
+    }
+
+    /// Continues from what the data dir holds, if anything, and writes a snapshot to
+    /// start from. After a crash the state goes on under a new epoch: clients may have
+    /// seen changes that were never written, so none of them may take the old versions
+    /// for the same states.
+    fn restore(&mut self, storage: Storage) {
+        let mut keep_from = 0;
+        if let Some(StoredStore {
+            epoch,
+            version,
+            state,
+            patches,
+        }) = storage.take_store(&self.name)
+        {
+            self.version = version;
+            self.broadcast_version = version;
+            self.doc = state;
+            if storage.unclean() {
+                keep_from = version + 1;
+            } else {
+                self.epoch = epoch.into();
+                for (at, ops) in patches {
+                    self.history.push(at, ops);
+                }
+                keep_from = (version + 1).saturating_sub(KEEP_PATCHES);
+            }
+        }
+        self.storage = Some(storage);
+        self.write_snapshot(keep_from);
+    }
+
+    fn write_snapshot(&mut self, keep_from: u64) {
+        let snapshot = self.snapshot();
+        if let Some(storage) = &self.storage {
+            storage.store_snapshot(&self.name, snapshot.json().into(), keep_from);
+            self.stored_at = snapshot.version;
         }
     }
 
     fn change<R>(
         &mut self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, Rejected>,
-    ) -> Result<Committed<R>, StoreError> {
+    ) -> Result<(Committed<R>, Written), StoreError> {
         let (value, ops) = run(&mut self.doc, self.version + 1, f).inspect_err(|error| {
             if let StoreError::Rejected(Rejected {
                 detail: Some(_), ..
@@ -540,11 +632,12 @@ impl StoreCore {
                 log::warn!("store {}: change undone: {error}", self.name);
             }
         })?;
-        self.commit(ops);
-        Ok(Committed {
+        let written = self.commit(ops);
+        let committed = Committed {
             version: self.version,
             value,
-        })
+        };
+        Ok((committed, written))
     }
 
     fn act(
@@ -552,7 +645,7 @@ impl StoreCore {
         event: &str,
         payload: &Value,
         assigns: &Assigns,
-    ) -> Result<Committed<()>, StoreError> {
+    ) -> Result<(Committed<()>, Written), StoreError> {
         let actions = &mut self.actions;
         let action = Action {
             event,
@@ -569,29 +662,39 @@ impl StoreCore {
                     log::warn!("store {}: action {event} undone: {error}", self.name);
                 }
             })?;
-        self.commit(ops);
-        Ok(Committed {
+        let written = self.commit(ops);
+        let committed = Committed {
             version: self.version,
             value,
-        })
+        };
+        Ok((committed, written))
     }
 
-    /// Commits recorded operations as the next version (none: nothing to commit).
-    fn commit(&mut self, ops: Vec<Op>) {
+    /// Commits recorded operations as the next version (none: nothing to commit); for
+    /// a persistent store, writes them and returns what hears when they are on disk.
+    fn commit(&mut self, ops: Vec<Op>) -> Written {
         if ops.is_empty() {
-            return;
+            return None;
         }
         let encoded: Arc<str> = match serde_json::to_string(&ops) {
             Ok(encoded) => encoded.into(),
             Err(error) => {
                 // Values in a document are JSON already: this cannot happen.
                 log::error!("store {}: cannot encode a patch: {error}", self.name);
-                return;
+                return None;
             }
         };
         self.version += 1;
+        let written = self
+            .storage
+            .as_ref()
+            .map(|storage| storage.store_patch(&self.name, self.version, encoded.clone()));
         self.history.push(self.version, encoded);
+        if self.storage.is_some() && self.version - self.stored_at >= SNAPSHOT_EVERY {
+            self.write_snapshot((self.version + 1).saturating_sub(KEEP_PATCHES));
+        }
         self.schedule_flush();
+        written
     }
 
     /// Broadcasts now after a quiet window, or at the end of the current window.

@@ -8,13 +8,20 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::doc::pointer;
 use crate::outlet::testing::{Out, RecordedOutlet};
 use crate::outlet::InstanceId;
 use crate::pubsub::Subscriber;
 use crate::serializer::Serializer;
+use crate::storage::Storage;
 
 fn core(initial: Value) -> StoreCore {
-    StoreCore::new("t".into(), StoreSpec::new("t", initial), PubSub::new())
+    StoreCore::new(
+        "t".into(),
+        StoreSpec::new("t", initial),
+        PubSub::new(),
+        None,
+    )
 }
 
 /// Applies RFC 6902 operations with the `json-patch` crate, as a client would.
@@ -153,7 +160,7 @@ proptest! {
                 }
             });
             match (change.ending, outcome) {
-                (Ending::Commit, Ok(committed)) => {
+                (Ending::Commit, Ok((committed, _))) => {
                     prop_assert_eq!(committed.version, core.version);
                     if core.version == version {
                         prop_assert_eq!(&core.doc, &before, "no operation, no change");
@@ -179,6 +186,13 @@ proptest! {
     }
 }
 
+/// A change's outcome without the data dir's receiver.
+fn changed<R>(
+    outcome: Result<(Committed<R>, Written), StoreError>,
+) -> Result<Committed<R>, StoreError> {
+    outcome.map(|(committed, _)| committed)
+}
+
 #[test]
 fn a_failed_change_leaves_state_and_version_as_they_were() {
     let mut core = core(json!({"items": [1, 2, 3], "name": "x"}));
@@ -189,27 +203,27 @@ fn a_failed_change_leaves_state_and_version_as_they_were() {
     })
     .unwrap();
     let (doc, version) = (core.doc.clone(), core.version);
-    let refused = core.change(|tx| {
+    let refused = changed(core.change(|tx| {
         tx.remove("/items/0")?;
         tx.replace("/name", json!("y"))?;
         tx.add("/new", json!({}))?;
         Err::<(), _>(Rejected::new("invalid text"))
-    });
+    }));
     assert_eq!(
         refused,
         Err(StoreError::Rejected(Rejected::new("invalid text")))
     );
-    let crashed = core.change(|tx| -> Result<(), Rejected> {
+    let crashed = changed(core.change(|tx| -> Result<(), Rejected> {
         tx.remove("/items/0")?;
         panic!("boom")
-    });
+    }));
     assert_eq!(crashed, Err(StoreError::Panicked("boom".into())));
     assert_eq!(crashed.unwrap_err().reason(), "action crashed");
-    let bad = core.change(|tx| {
+    let bad = changed(core.change(|tx| {
         tx.remove("/items/0")?;
         tx.replace("/missing", json!(1))?;
         Ok(())
-    });
+    }));
     assert_eq!(bad.unwrap_err().reason(), "invalid change");
     assert_eq!((&core.doc, core.version), (&doc, version));
     assert_eq!(core.history.patches.len(), 1);
@@ -345,7 +359,7 @@ fn broadcasts(outlet: &RecordedOutlet) -> Vec<(String, Value)> {
 #[actix::test]
 async fn changes_in_one_window_go_out_as_one_patch_encoded_once() {
     let pubsub = PubSub::new();
-    let stores = Stores::new(&pubsub);
+    let stores = Stores::new(&pubsub, None);
     let store = stores.start(StoreSpec::new("w", json!({"list": []})));
     // A window long enough that only a join or a sync ends it in this test.
     store
@@ -424,7 +438,7 @@ async fn changes_in_one_window_go_out_as_one_patch_encoded_once() {
 #[actix::test]
 async fn coalesced_changes_larger_than_the_state_go_out_as_the_state() {
     let pubsub = PubSub::new();
-    let store = Stores::new(&pubsub).start(StoreSpec::new("big", json!({"list": []})));
+    let store = Stores::new(&pubsub, None).start(StoreSpec::new("big", json!({"list": []})));
     store
         .agent
         .update(|core| core.window = Duration::from_secs(3600))
@@ -474,7 +488,7 @@ async fn actions_run_with_the_senders_assigns_and_answer_the_version() {
         "noop" => Ok(()),
         _ => Err(Rejected::new("unknown event")),
     });
-    let store = Stores::new(&pubsub).start(spec);
+    let store = Stores::new(&pubsub, None).start(spec);
     let alice = Arc::new(Assigns::new().with("user", "alice"));
     assert_eq!(
         store.act("sign".into(), json!({}), alice.clone()).await,
@@ -493,4 +507,90 @@ async fn actions_run_with_the_senders_assigns_and_answer_the_version() {
         "unknown event"
     );
     assert_eq!(store.state().await.unwrap(), json!({"by": ["alice"]}));
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fluxwire-store-{name}-{}", new_epoch()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[actix::test]
+async fn a_persistent_store_comes_back_with_its_epoch_version_state_and_patches() {
+    let dir = temp_dir("persist");
+    let spec = || StoreSpec::new("p", json!({"n": 0, "log": []})).persistent();
+    let storage = Storage::open(&dir).unwrap();
+    let store = Stores::new(&PubSub::new(), Some(storage.clone())).start(spec());
+    let volatile = Stores::new(&PubSub::new(), Some(storage.clone()))
+        .start(StoreSpec::new("v", json!({"n": 0})));
+    for i in 1..=150 {
+        store
+            .update(move |tx| {
+                tx.replace("/n", json!(i))?;
+                tx.push("/log", json!(i % 7))?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    volatile
+        .update(|tx| tx.replace("/n", json!(1)).map(drop).map_err(Rejected::from))
+        .await
+        .unwrap();
+    let before = store.snapshot().await.unwrap();
+    let state = store.state().await.unwrap();
+    storage.close();
+
+    let storage = Storage::open(&dir).unwrap();
+    let stores = Stores::new(&PubSub::new(), Some(storage.clone()));
+    let again = stores.start(spec());
+    let after = again.snapshot().await.unwrap();
+    assert_eq!((&after.epoch, after.version), (&before.epoch, 150));
+    assert_eq!(again.state().await.unwrap(), state);
+    let since = Some(Since {
+        epoch: before.epoch.to_string(),
+        version: 140,
+    });
+    let reply = match again.reply_from(since, None).await.unwrap() {
+        Payload::Encoded(raw) => serde_json::from_str::<Value>(raw.get()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reply["ops"].as_array().map(Vec::len), Some(20), "{reply}");
+    let fresh = stores.start(StoreSpec::new("v", json!({"n": 0})));
+    assert_eq!(
+        fresh.state().await.unwrap(),
+        json!({"n": 0}),
+        "not persistent"
+    );
+    // What a crash leaves: the dir is not closed.
+    assert_eq!(
+        again
+            .act("x".into(), json!({}), Arc::default())
+            .await
+            .unwrap_err()
+            .reason(),
+        "unknown event"
+    );
+    again
+        .update(|tx| {
+            tx.replace("/n", json!(-1))
+                .map(drop)
+                .map_err(Rejected::from)
+        })
+        .await
+        .unwrap();
+    storage.abandon();
+    let crashed = Storage::open(&dir).unwrap();
+    assert!(crashed.unclean());
+    let back = Stores::new(&PubSub::new(), Some(crashed.clone())).start(spec());
+    let snapshot = back.snapshot().await.unwrap();
+    assert_ne!(snapshot.epoch, before.epoch, "a new epoch after a crash");
+    assert_eq!(snapshot.version, 151, "the acknowledged change is there");
+    assert_eq!(
+        back.stats().await.unwrap().retained,
+        0,
+        "no patch of the old epoch"
+    );
+    crashed.close();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

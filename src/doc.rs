@@ -1,10 +1,12 @@
-//! A store's JSON document and the transaction that changes it while recording each change
-//! as an RFC 6902 operation.
+//! JSON documents changed by recorded RFC 6902 operations: what a store's state is made
+//! of, and what the data dir replays.
 //!
 //! Owns JSON Pointer handling (RFC 6901), the three operations a store records (`add`,
-//! `remove`, `replace`), their application to a document, and the undo log that puts a
-//! failed change back. A change costs what it touches: nothing here walks or copies the
-//! rest of the document, and nothing diffs. Must not know versions, members or the wire.
+//! `remove`, `replace`), their application to a document, and the transaction ([`Tx`])
+//! that records each mutation as it applies it and keeps its inverse, so that a failed
+//! change can be put back. A change costs what it touches: nothing here walks or copies
+//! the rest of the document, and nothing diffs. Must not know stores, versions, members
+//! or the wire.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,7 +14,7 @@ use serde_json::Value;
 /// One recorded operation, serialized exactly as RFC 6902 writes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
-pub(crate) enum Op {
+pub enum Op {
     Add { path: String, value: Value },
     Remove { path: String },
     Replace { path: String, value: Value },
@@ -159,7 +161,7 @@ fn replace(doc: &mut Value, path: &str, value: Value) -> Result<Value, PatchErro
 }
 
 /// Applies a recorded operation to `doc` (replaying a stored log).
-pub(crate) fn apply(doc: &mut Value, op: Op) -> Result<(), PatchError> {
+pub fn apply(doc: &mut Value, op: Op) -> Result<(), PatchError> {
     match op {
         Op::Add { path, value } => add(doc, &path, value).map(drop),
         Op::Remove { path } => remove(doc, &path).map(drop),
