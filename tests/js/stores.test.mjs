@@ -427,8 +427,8 @@ test("a client that comes back with its version gets the ops it missed (params c
   const { socket, copy } = await away;
   await copy.join();
   const text = tag("away");
-  socket.disconnect();
-  await waitUntil("the socket to close", () => !socket.isConnected());
+  // Closed for good before the changes: no frame of them can still arrive.
+  await new Promise((resolve) => socket.disconnect(resolve));
   const w = (await writer).copy;
   const r1 = await act(w.channel, "add", { text: `${text}-1` });
   const r2 = await act(w.channel, "add", { text: `${text}-2` });
