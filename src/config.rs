@@ -196,6 +196,11 @@ pub struct Config {
     /// This node's name in the cluster, unique in it (default: `node-<pid>-<random>`).
     #[arg(long, env = "FLUXWIRE_NODE_ID", value_parser = non_empty)]
     pub node_id: Option<String>,
+    /// Directory where persistent state is kept across restarts (the application's
+    /// persistent stores, the rooms' messages), created if missing. Without it, all state
+    /// lives in memory and starts empty at every start.
+    #[arg(long, env = "FLUXWIRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A value that must not be empty once trimmed.

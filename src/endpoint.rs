@@ -27,6 +27,8 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{web, App, HttpResponse};
 use socket2::{Domain, Type};
 
+mod stores_http;
+
 use crate::close::Close;
 use crate::cluster::{self, Engine};
 use crate::config::Config;
@@ -36,15 +38,47 @@ use crate::registry::Connections;
 use crate::router::Router;
 use crate::session::SessionShared;
 use crate::socket::Socket;
+use crate::storage::Storage;
+use crate::store::Stores;
 use crate::transport::door::{Door, DoorLimits};
 use crate::transport::longpoll::{self, LongPoll, LongPollServers};
 use crate::transport::{listener, websocket, Mounts, Shared, UnfinishedBudget, WsLimits};
 
 /// What the application builds its channels and stores on.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Services {
     pub pubsub: PubSub,
     pub connections: Connections,
+    /// The application's stores, served as `store:NAME` and at `GET /stores/NAME`.
+    pub stores: Stores,
+    /// The data dir (`--data-dir`), for what the application keeps across restarts.
+    pub storage: Option<Storage>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services::with_storage(None)
+    }
+}
+
+impl Services {
+    fn with_storage(storage: Option<Storage>) -> Self {
+        let pubsub = PubSub::new();
+        Services {
+            stores: Stores::new(&pubsub, storage.clone()),
+            pubsub,
+            connections: Connections::default(),
+            storage,
+        }
+    }
+
+    /// Writes what waits for the data dir and marks it cleanly closed.
+    fn close_storage(&self) {
+        if let Some(storage) = &self.storage {
+            storage.close();
+            log::info!("data dir {} closed", storage.dir().display());
+        }
+    }
 }
 
 /// The application: who may connect, and which channel serves which topic.
@@ -125,9 +159,11 @@ impl Endpoint {
                 log::info!("fluxwire listening on http://{addr}");
             }
             let handle = server.handle();
-            watch_signals(handle, services.connections, shutdown_timeout);
+            watch_signals(handle, services.connections.clone(), shutdown_timeout);
             crate::heap::trim_periodically();
-            server.await
+            let served = server.await;
+            services.close_storage();
+            served
         })
     }
 
@@ -169,7 +205,11 @@ impl Endpoint {
     }
 
     fn bind(self) -> io::Result<Bound> {
-        let services = Services::default();
+        let storage = match &self.config.data_dir {
+            Some(dir) => Some(Storage::open(dir).map_err(io::Error::other)?),
+            None => None,
+        };
+        let services = Services::with_storage(storage);
         let SocketHandler { socket, router } = (self.build)(&services);
         let config = self.config;
         // Before the first subscriber, so that pubsub relays every topic from the start.
@@ -203,13 +243,17 @@ impl Endpoint {
             },
         )?);
         let app_shared = shared.clone();
+        let stores = services.stores.clone();
         let app = move || {
             let shared = app_shared.clone();
             let mut app = App::new()
                 .app_data(web::Data::new(shared.clone()))
                 .app_data(health.clone())
                 .wrap(middleware::from_fn(check_host))
-                .route("/health", web::get().to(health_check));
+                .app_data(web::Data::new(stores.clone()))
+                .route("/health", web::get().to(health_check))
+                .route("/stores/{name}", web::get().to(stores_http::snapshot))
+                .route("/stores/{name}", web::head().to(stores_http::snapshot));
             for mount in &shared.mounts.paths {
                 // A transport left out of `--transports` answers 404.
                 let ws = web::resource(format!("{mount}/websocket"));
@@ -483,5 +527,6 @@ impl RunningServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        self.services.close_storage();
     }
 }

@@ -101,7 +101,7 @@ impl Server {
             &Config::ephemeral(),
             Arc::new(Anyone),
             Router::new(),
-            &Services::default(),
+            &Services::with_storage(None),
             mounts,
         )
         .expect("the fuzzing server's settings are valid");

@@ -40,7 +40,7 @@ impl Params {
 #[derive(Clone, Debug)]
 pub struct ConnectInfo {
     pub peer: Option<SocketAddr>,
-    /// `websocket` or `longpoll`.
+    /// `websocket` or `longpoll`; `http` for a store read (`GET /stores/NAME`).
     pub transport: &'static str,
 }
 

@@ -193,6 +193,12 @@
 
   // ---- connection ----
 
+  // The todo list (todos.js, an ES module) shares this page's socket.
+  function announceSocket(s) {
+    window.fluxwireSocket = s;
+    window.dispatchEvent(new CustomEvent("fluxwire:socket", { detail: s }));
+  }
+
   function connect(name) {
     me = name;
     showApp(name);
@@ -205,6 +211,7 @@
     }
     const s = new Phoenix.Socket("/socket", options);
     socket = s;
+    announceSocket(s);
     let opened = false;
     // Callbacks of a socket dropped by a name change must not touch the page.
     const current = () => socket === s;
@@ -238,6 +245,7 @@
     const s = socket;
     socket = null; // first, so its close callback is ignored
     lobby = null;
+    announceSocket(null);
     if (s) s.disconnect();
   }
 

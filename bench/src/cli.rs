@@ -83,6 +83,55 @@ pub enum Mode {
     /// server closes it (the run fails if it never does), other members' latency and
     /// loss, server RSS over time.
     SlowConsumer(SlowConsumerArgs),
+    /// fluxwire's stores (store:NAME): `all` against `store:status` while users join,
+    /// patch fan-out to many members of `store:todos`, actions per second on one store.
+    Stores(StoresArgs),
+}
+
+/// What the `stores` mode measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreScenario {
+    /// `--users` connections join `all` (with `--store`, `store:status` too): bytes per
+    /// kind of frame, server CPU, time until every member counts every user.
+    Status,
+    /// `--members` on `store:todos`, `--actions` adds: time to the last member's patch.
+    Fanout,
+    /// `--members` on `store:todos`, `--actors` toggling with `--window` in flight for
+    /// `--duration-secs`: actions per second, patch frames per member.
+    Actions,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoresArgs {
+    #[arg(long, value_enum, default_value_t = StoreScenario::Status)]
+    pub scenario: StoreScenario,
+    /// status: users joining.
+    #[arg(long, default_value_t = 1_000, value_parser = |s: &str| count(s, 1))]
+    pub users: usize,
+    /// status: also join `store:status`, and count a member current by its copy of it.
+    #[arg(long)]
+    pub store: bool,
+    /// fanout, actions: members of `store:todos`.
+    #[arg(long, default_value_t = 100, value_parser = |s: &str| count(s, 1))]
+    pub members: usize,
+    /// fanout: actions (todos added).
+    #[arg(long, default_value_t = 10, value_parser = |s: &str| count(s, 1))]
+    pub actions: usize,
+    /// fanout: milliseconds between two actions.
+    #[arg(long, default_value_t = 500, value_parser = |s: &str| number(s, 0, MAX_SECS * 1000))]
+    pub interval_ms: u64,
+    /// actions: connections acting at once.
+    #[arg(long, default_value_t = 1, value_parser = |s: &str| count(s, 1))]
+    pub actors: usize,
+    /// actions: pushes each actor has waiting for their reply.
+    #[arg(long, default_value_t = 50, value_parser = |s: &str| count(s, 1))]
+    pub window: usize,
+    /// actions: seconds of acting.
+    #[arg(long, default_value_t = 10, value_parser = |s: &str| seconds(s, 0))]
+    pub duration_secs: u64,
+    /// Most connections being set up at once.
+    #[arg(long, default_value_t = 500, value_parser = |s: &str| count(s, 1))]
+    pub concurrency: usize,
 }
 
 /// In which order connections arrive in their rooms.

@@ -13,7 +13,8 @@
 //! connection speaking V2), [`member`] (a joined connection that keeps reading until
 //! told to stop), [`presence`] (phoenix.js's presence algorithm), [`proc`] (server and
 //! tool RSS/CPU from `/proc`), [`report`] (histograms and the output), and one module
-//! per mode: [`connect`], [`fanout`], [`throughput`], [`churn`], [`slow_consumer`].
+//! per mode: [`connect`], [`fanout`], [`throughput`], [`churn`], [`slow_consumer`],
+//! [`stores`].
 
 pub mod churn;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod presence;
 pub mod proc;
 pub mod report;
 pub mod slow_consumer;
+pub mod stores;
 pub mod target;
 pub mod throughput;
 pub mod wire;
@@ -109,6 +111,7 @@ pub async fn run(cli: &Cli) -> Result<Outcome> {
         Mode::Throughput(args) => throughput::run(&ctx, args).await?,
         Mode::Churn(args) => churn::run(&ctx, args).await?,
         Mode::SlowConsumer(args) => slow_consumer::run(&ctx, args).await?,
+        Mode::Stores(args) => stores::run(&ctx, args).await?,
     };
     outcome.set("url", ctx.target.url());
     outcome.set("sources", ctx.target.sources().len());

@@ -190,6 +190,30 @@ fn slow_consumer() {
     );
 }
 
+#[test]
+fn stores() {
+    for store in ["", " --store"] {
+        let o = run(&format!("stores --scenario status --users 60{store}"));
+        assert_ok(&o);
+        assert_eq!(num(&o, "current"), 60.0, "every member counts every user");
+        let kind = if store.is_empty() {
+            "bytes_status_users"
+        } else {
+            "bytes_store_status_join_replies"
+        };
+        assert!(num(&o, kind) > 0.0, "{kind}");
+    }
+    let o = run("stores --scenario fanout --members 50 --actions 3 --interval-ms 50");
+    assert_ok(&o);
+    assert_eq!(num(&o, "loss"), 0.0);
+    let o = run("stores --scenario actions --members 20 --duration-secs 1 --window 10");
+    assert_ok(&o);
+    assert!(num(&o, "actions") > 0.0);
+    assert_eq!(num(&o, "behind"), 0.0);
+    // Coalesced: fewer patch frames per member than actions.
+    assert!(num(&o, "frames_per_member") < num(&o, "actions"));
+}
+
 /// Runs the binary on `args` (split at spaces).
 fn bench(args: &str) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_fluxwire-bench"))

@@ -3,19 +3,23 @@
 //!
 //! [`user_socket`] admits users by name; [`status`] serves `all` from one status store;
 //! [`room`] serves `room:NAME`, one history store per room; [`message`] is the chat
-//! message both share. [`app`] wires them for the endpoint, with [`AppConfig`] (the
-//! application's own flags) or its defaults.
+//! message both share; [`todos`] is the `store:todos` store and [`status_store`] the
+//! `store:status` mirror of `all`. [`app`] wires them for the endpoint, with
+//! [`AppConfig`] (the application's own flags) or its defaults.
 
 pub mod message;
 pub mod room;
 pub mod status;
+pub mod status_store;
+pub mod todos;
 pub mod user_socket;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Arbiter;
 use clap::Args;
-use fluxwire::{Presence, Router, Services, SocketHandler};
+use fluxwire::{JoinHook, Presence, Router, Services, SocketHandler};
 
 /// The application's flags, beside the server's (`fluxwire::Config`).
 #[derive(Clone, Debug, PartialEq, Eq, Args)]
@@ -70,8 +74,20 @@ pub fn app_with(config: AppConfig) -> impl FnOnce(&Services) -> SocketHandler + 
         // never wait on each other.
         let stores = Arbiter::new().handle();
         let presence = Presence::new(&services.pubsub);
-        let status = status::StatusStore::start(&stores, &services.pubsub);
-        let rooms = room::Rooms::new(stores, &services.pubsub, config.room_limits());
+        let mirror = status_store::StatusMirror::start(&services.stores, &stores);
+        let status = status::StatusStore::start(&stores, &services.pubsub, mirror);
+        services.stores.start_in(&stores, todos::spec());
+        let rooms = room::Rooms::new(
+            stores,
+            &services.pubsub,
+            config.room_limits(),
+            services.storage.clone(),
+        );
+        let track: JoinHook = {
+            let presence = presence.clone();
+            Arc::new(move |ctx| drop(user_socket::track_user(ctx, &presence)))
+        };
+        let store_channels = services.stores.clone();
         let router = Router::new()
             .channel(status::TOPIC, {
                 let presence = presence.clone();
@@ -79,6 +95,9 @@ pub fn app_with(config: AppConfig) -> impl FnOnce(&Services) -> SocketHandler + 
             })
             .channel("room:*", move |topic: &str| {
                 room::RoomChannel::new(topic, &rooms, presence.clone())
+            })
+            .channel("store:*", move |topic: &str| {
+                store_channels.channel(topic).on_join(track.clone())
             });
         SocketHandler::new(user_socket::UserSocket, router)
     }

@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fluxwire::{Payload, PubSub};
-use serde::Serialize;
+use fluxwire::{Payload, PubSub, Storage};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Longest body, in code points, after trimming.
@@ -16,7 +16,7 @@ pub const MAX_BODY_CHARS: usize = 2000;
 /// and every member would be sent, and every room would keep, that much per message.
 pub const MAX_RAW_BODY_CHARS: usize = 2 * MAX_BODY_CHARS;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub id: u64,
     pub user: String,
@@ -56,6 +56,8 @@ pub struct ChatLog {
     max_bytes: usize,
     last_id: u64,
     pubsub: PubSub,
+    /// Where each message is also written, for a log kept across restarts.
+    storage: Option<Storage>,
 }
 
 impl ChatLog {
@@ -74,7 +76,26 @@ impl ChatLog {
             max_bytes,
             last_id: 0,
             pubsub: pubsub.clone(),
+            storage: None,
         }
+    }
+
+    /// Continues the log the data dir keeps under this topic (its last messages and its
+    /// ids), and writes every message posted from now on there too.
+    pub fn persisted(mut self, storage: &Storage) -> Self {
+        let tail = storage.take_log(&self.topic);
+        self.last_id = tail.last_id;
+        for entry in tail.entries {
+            match serde_json::from_value::<ChatMessage>(entry) {
+                Ok(message) => {
+                    let size = self.size_of(&message.to_json());
+                    self.keep(message, size);
+                }
+                Err(error) => log::warn!("{}: a stored message is unreadable: {error}", self.topic),
+            }
+        }
+        self.storage = Some(storage.clone());
+        self
     }
 
     /// Stores the next message (dropping the oldest past the capacity or the budget) and
@@ -83,15 +104,29 @@ impl ChatLog {
         self.last_id += 1;
         let message = ChatMessage::new(self.last_id, user, body);
         let json = message.to_json();
-        // Its encoded size, and a comma before it in the array; measured only against a
-        // budget.
-        let size = if self.max_bytes == usize::MAX {
+        let size = self.size_of(&json);
+        if let Some(storage) = &self.storage {
+            storage.append(&self.topic, self.last_id, json.to_string());
+        }
+        self.pubsub
+            .broadcast(&self.topic, "new_msg", Payload::Json(json));
+        self.keep(message, size);
+        self.last_id
+    }
+
+    /// A message's encoded size, and a comma before it in the array; measured only
+    /// against a budget.
+    fn size_of(&self, json: &serde_json::Value) -> usize {
+        if self.max_bytes == usize::MAX {
             0
         } else {
             json.to_string().len() + 1
-        };
-        self.pubsub
-            .broadcast(&self.topic, "new_msg", Payload::Json(json));
+        }
+    }
+
+    /// Keeps `message` (of encoded `size`), dropping the oldest past the capacity or the
+    /// budget.
+    fn keep(&mut self, message: ChatMessage, size: usize) {
         self.messages.push_back(message);
         self.sizes.push_back(size);
         self.bytes += size;
@@ -101,7 +136,6 @@ impl ChatLog {
             self.messages.pop_front();
             self.bytes -= self.sizes.pop_front().unwrap_or(0);
         }
-        self.last_id
     }
 
     /// The stored messages, oldest first.

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use actix::ArbiterHandle;
-use fluxwire::{Agent, Channel, ChannelContext, JoinParams, Payload, Presence, PubSub, Reply};
+use fluxwire::{
+    Agent, Channel, ChannelContext, JoinParams, Payload, Presence, PubSub, Reply, Storage,
+};
 use serde_json::json;
 
 use crate::message::{valid_body, ChatLog};
@@ -58,6 +60,8 @@ pub struct Rooms {
     pubsub: PubSub,
     limits: RoomLimits,
     table: Arc<Mutex<Table>>,
+    /// The data dir keeping the rooms' messages, if any.
+    storage: Option<Storage>,
 }
 
 #[derive(Default)]
@@ -93,13 +97,20 @@ impl Refusal {
 }
 
 impl Rooms {
-    /// Room stores run on `arbiter`, which also drops idle rooms.
-    pub fn new(arbiter: ArbiterHandle, pubsub: &PubSub, limits: RoomLimits) -> Self {
+    /// Room stores run on `arbiter`, which also drops idle rooms (their messages stay in
+    /// `storage`, if any, and come back with the next join).
+    pub fn new(
+        arbiter: ArbiterHandle,
+        pubsub: &PubSub,
+        limits: RoomLimits,
+        storage: Option<Storage>,
+    ) -> Self {
         let rooms = Rooms {
             arbiter,
             pubsub: pubsub.clone(),
             limits,
             table: Arc::default(),
+            storage,
         };
         let every = SWEEP_EVERY
             .min(limits.idle_timeout / 2)
@@ -153,15 +164,22 @@ impl Rooms {
             return Err(Refusal::TooManyRooms);
         }
         let (owned, pubsub) = (topic.to_owned(), self.pubsub.clone());
+        let storage = self.storage.clone();
+        // A room with stored history is kept, like one posted to.
+        let posted = storage.as_ref().is_some_and(|s| s.has_log(topic));
         let store = Agent::start_in(&self.arbiter, move || {
-            ChatLog::new(&owned, HISTORY, &pubsub)
+            let log = ChatLog::new(&owned, HISTORY, &pubsub);
+            match storage {
+                Some(storage) => log.persisted(&storage),
+                None => log,
+            }
         });
         table.rooms.insert(
             topic.to_owned(),
             RoomEntry {
                 store: store.clone(),
                 members: 1,
-                posted: false,
+                posted,
                 empty_since: None,
             },
         );
@@ -303,7 +321,7 @@ mod tests {
             max_rooms,
             idle_timeout: Duration::from_millis(idle_ms),
         };
-        Rooms::new(actix::Arbiter::current(), &PubSub::new(), limits)
+        Rooms::new(actix::Arbiter::current(), &PubSub::new(), limits, None)
     }
 
     #[actix::test]

@@ -17,6 +17,7 @@ use fluxwire::{
 use serde_json::{json, Value};
 
 use crate::message::{valid_body, ChatLog};
+use crate::status_store::StatusMirror;
 use crate::user_socket::track_user;
 
 pub const TOPIC: &str = "all";
@@ -44,6 +45,8 @@ struct Status {
     /// This store's own handle, to schedule its coalesced broadcast; weak, so that the
     /// store ends with its last channel's handle.
     me: Option<WeakAgent<Status>>,
+    /// `store:status`, told every change.
+    mirror: StatusMirror,
 }
 
 impl Status {
@@ -79,24 +82,32 @@ impl Status {
     }
 
     fn join(&mut self, user: &str) {
-        *self.users.entry(user.to_owned()).or_default() += 1;
+        let count = self.users.entry(user.to_owned()).or_default();
+        *count += 1;
+        let first = *count == 1;
         self.connections += 1;
+        self.mirror.joined(user, first, self.connections);
         self.changed();
     }
 
     fn leave(&mut self, user: &str) {
         if let Some(count) = self.users.get_mut(user) {
             *count -= 1;
-            if *count == 0 {
+            let last = *count == 0;
+            if last {
                 self.users.remove(user);
             }
             self.connections -= 1;
+            self.mirror.left(user, last, self.connections);
             self.changed();
         }
     }
 
     fn post(&mut self, user: &str, body: String) -> u64 {
         let id = self.msgs.post(user, body);
+        if let Some(message) = self.msgs.messages().back() {
+            self.mirror.posted(message);
+        }
         self.changed();
         id
     }
@@ -109,7 +120,7 @@ pub struct StatusStore {
 }
 
 impl StatusStore {
-    pub fn start(arbiter: &ArbiterHandle, pubsub: &PubSub) -> Self {
+    pub fn start(arbiter: &ArbiterHandle, pubsub: &PubSub, mirror: StatusMirror) -> Self {
         let pubsub = pubsub.clone();
         let agent = Agent::start_in(arbiter, move || Status {
             users: BTreeMap::new(),
@@ -119,6 +130,7 @@ impl StatusStore {
             broadcast_scheduled: false,
             pubsub,
             me: None,
+            mirror,
         });
         let me = agent.downgrade();
         agent.cast(move |status| status.me = Some(me));
@@ -180,6 +192,7 @@ impl Channel for StatusChannel {
                 let hits = agent
                     .get_and_update(|status| {
                         status.hits += 1;
+                        status.mirror.hit(status.hits);
                         status.changed();
                         status.hits
                     })

@@ -176,3 +176,54 @@ test("demo page: two users in Chromium see each other, hits, chat and a room liv
 
   assert.deepEqual(problems, [], "no page errors or console errors");
 });
+
+test("demo page: the shared todo list, live between two users through fluxwire.js", { timeout: 60_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    const msg = `!!! ${CHROMIUM} not found: the todo list browser test is SKIPPED !!!`;
+    if (process.env.CI) assert.fail(`CI is set and ${msg}`);
+    console.error(msg);
+    t.skip(msg);
+    return;
+  }
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+  t.after(() => browser.close());
+  const id = randomBytes(3).toString("hex");
+  const problems = [];
+  const carol = await openAs(browser, `carol-${id}`, problems);
+  const dan = await openAs(browser, `dan-${id}`, problems);
+  for (const { page, user } of [carol, dan]) {
+    await until(page, `the todo list ready at ${user} (#todo-add enabled)`, () => !document.getElementById("todo-add").disabled);
+  }
+  const todo = (text) => `#todos li:has(.todo-text:text-is("${text}"))`;
+  const text = `buy milk ${id} <i>not italic</i>`;
+
+  // Carol adds a todo: it shows in both lists, with its author.
+  await carol.page.fill("#todo-text", text);
+  await carol.page.click("#todo-add");
+  for (const { page, user } of [carol, dan]) {
+    await until(page, `the new todo at ${user}`, listHas, ["#todos .todo-text", text]);
+  }
+  await until(carol.page, "#todo-text cleared after the ok reply", () => document.getElementById("todo-text").value === "");
+  assert.equal(await dan.page.locator(todo(text)).locator(".todo-by").textContent(), carol.user);
+  assert.equal(await dan.page.locator("#todos i").count(), 0, "todo text is not interpreted as HTML");
+
+  // Dan ticks it: Carol sees it done.
+  await dan.page.locator(todo(text)).locator("input[type=checkbox]").check();
+  await waiting("carol to see the todo done", carol.page,
+    () => carol.page.locator(`${todo(text)}.done`).waitFor({ state: "visible", timeout: WAIT_MS }));
+  assert.equal(await carol.page.locator(todo(text)).locator("input[type=checkbox]").isChecked(), true);
+
+  // An invalid todo: the server's reason shows, nothing is added.
+  await dan.page.fill("#todo-text", "   ");
+  await dan.page.click("#todo-add");
+  await until(dan.page, "#todo-error invalid text", () => document.getElementById("todo-error").textContent === "invalid text");
+
+  // Both pages show the same version once settled, and Carol removes the todo.
+  const version = async (page) => page.locator("#todo-version").textContent();
+  await until(carol.page, "the same version on both pages", (v) => document.getElementById("todo-version").textContent === v, await version(dan.page));
+  await carol.page.locator(todo(text)).locator(".todo-remove").click();
+  for (const { page, user } of [carol, dan]) {
+    await waiting(`the todo removed at ${user}`, page, () => page.locator(todo(text)).waitFor({ state: "detached", timeout: WAIT_MS }));
+  }
+  assert.deepEqual(problems, [], "no page errors or console errors");
+});
