@@ -62,7 +62,7 @@ impl Default for Services {
 }
 
 impl Services {
-    fn with_storage(storage: Option<Storage>) -> Self {
+    pub(crate) fn with_storage(storage: Option<Storage>) -> Self {
         let pubsub = PubSub::new();
         Services {
             stores: Stores::new(&pubsub, storage.clone()),
