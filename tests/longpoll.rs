@@ -260,7 +260,7 @@ fn config_with(f: impl FnOnce(&mut Config)) -> Config {
 }
 
 /// A poll the session is known to be holding. Two polls go out at once; the session
-/// answers the older one 204 as soon as it takes the newer (PROTOCOL.md §8.3), so once
+/// answers the older one 204 as soon as it takes the newer (docs/protocol.md §8.3), so once
 /// one of them has answered 204, well before the window ends, the other is waiting.
 /// Needs a window far longer than [`support::TIMEOUT`].
 async fn a_waiting_poll(lp: &LongPoll) -> tokio::task::JoinHandle<Value> {

@@ -146,7 +146,7 @@ impl ChatLog {
 
 /// The body of a `new_msg` payload if valid: a string of 1 to 2000 code points after
 /// trimming, at most 4000 as received, with no control character but newline and tab
-/// (CONTRACT.md). It is kept exactly as received (not trimmed).
+/// (docs/contract.md). It is kept exactly as received (not trimmed).
 pub fn valid_body(payload: &Payload) -> Option<String> {
     let body = payload.as_json()?.get("body")?.as_str()?;
     let text = body.trim().chars().count();
