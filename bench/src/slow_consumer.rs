@@ -1,7 +1,7 @@
 //! `slow-consumer`: `members` join one topic; one of them (the slow one) never reads
 //! its socket after its join reply (it stays open, and heartbeats every 30 s so that an
 //! idle timeout is not what ends it). A publisher posts `rate` messages per second of
-//! `payload_bytes` characters for `duration_secs`.
+//! `payload_bytes` characters for `duration_secs`, or until it has posted `messages`.
 //!
 //! Recorded: whether and when the server gave up on the slow connection, watched every
 //! 100 ms without reading it: the server side of its TCP connection in `/proc/net/tcp`
@@ -105,6 +105,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
         // than the rate paces the publisher instead (max_schedule_lag_us).
         window: PUBLISH_WINDOW,
         duration: Duration::from_secs(args.duration_secs),
+        messages: args.messages,
         pad_to: args.payload_bytes as usize,
         prefix: prefix.clone(),
     };
@@ -177,8 +178,14 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
     };
 
     out.line(format!(
-        "{} members on {} ({} normal joined, 1 slow), publisher at {}/s × {}s, bodies of {} characters",
-        args.members, args.topic, setups.joined, args.rate, args.duration_secs, args.payload_bytes
+        "{} members on {} ({} normal joined, 1 slow), publisher at {}/s × {}s{}, bodies of {} characters",
+        args.members,
+        args.topic,
+        setups.joined,
+        args.rate,
+        args.duration_secs,
+        args.messages.map_or(String::new(), |n| format!(" or {n} messages")),
+        args.payload_bytes
     ));
     out.line(format!(
         "published {} (ok {}, refused {}); other members: {received} deliveries, missing {missing}, order violations {violations}",
@@ -260,7 +267,17 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
         out.problem(format!("{violations} order violations at other members"));
     }
     finished.add_problems(&mut out, "other members");
-    if !closed_by_server {
+    if !closed_by_server && result.acked > 0 && drained.messages >= result.acked {
+        // Then perhaps nothing ever waited in the server: say how much the sockets held.
+        out.problem(format!(
+            "the server did not close the slow consumer, which got every message published \
+             ({} messages, {}; the sockets' buffers held up to {} + {} of it while it did not read)",
+            drained.messages,
+            mib(drained.bytes),
+            mib(seen.server_tx_queue_max),
+            mib(seen.client_unread_max)
+        ));
+    } else if !closed_by_server {
         out.problem("the server did not close the slow consumer");
     }
     match close_frame {
@@ -275,6 +292,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
     out.set("topic", &args.topic);
     out.set("rate", args.rate);
     out.set("duration_secs", args.duration_secs);
+    out.set("messages", args.messages);
     out.set("payload_bytes", args.payload_bytes);
     out.set("joined", setups.joined);
     out.set("failed", setups.failed);
