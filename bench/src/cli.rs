@@ -288,6 +288,11 @@ pub struct SlowConsumerArgs {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 20, value_parser = |s: &str| seconds(s, 0))]
     pub duration_secs: u64,
+    /// Stop publishing after this many messages, even before --duration-secs is up: what
+    /// is published is then set by volume, not by how fast a busy server takes it (the
+    /// duration is only the limit).
+    #[arg(long, value_parser = |s: &str| count(s, 1).map(|n| n as u64))]
+    pub messages: Option<u64>,
     /// Characters in each message body (64 to 2000, the contract's limit).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(64..=2000))]
     pub payload_bytes: u64,
@@ -388,6 +393,7 @@ mod tests {
             "b churn --rate NaN",
             "b throughput --rate=-1",
             "b slow-consumer --members 1",
+            "b slow-consumer --messages 0",
             "b fanout --interval-ms x",
         ] {
             let error = parse(bad).expect_err(bad).to_string();

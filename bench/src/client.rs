@@ -647,7 +647,7 @@ async fn read_into(
 }
 
 /// `Sec-WebSocket-Accept` for a key (RFC 6455 §4.2.2).
-fn accept_key(key: &str) -> String {
+pub(crate) fn accept_key(key: &str) -> String {
     let mut sha = Sha1::new();
     sha.update(key.as_bytes());
     sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");

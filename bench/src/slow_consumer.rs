@@ -1,7 +1,7 @@
 //! `slow-consumer`: `members` join one topic; one of them (the slow one) never reads
 //! its socket after its join reply (it stays open, and heartbeats every 30 s so that an
 //! idle timeout is not what ends it). A publisher posts `rate` messages per second of
-//! `payload_bytes` characters for `duration_secs`.
+//! `payload_bytes` characters for `duration_secs`, or until it has posted `messages`.
 //!
 //! Recorded: whether and when the server gave up on the slow connection, watched every
 //! 100 ms without reading it: the server side of its TCP connection in `/proc/net/tcp`
@@ -9,11 +9,12 @@
 //! even when its FIN is still stuck behind unread data; when the table cannot be read,
 //! nothing is concluded from it) and `poll(POLLRDHUP)` on the client side; at the end
 //! the slow socket is drained to see how it ended (close frame and code, EOF, reset, or
-//! still open). The server closed it only if one of these was seen; a close frame is
-//! reported only if one was read (a server that gives up on a client that never reads
-//! may drop the connection with its close frame still unsent: then the drain ends in
-//! EOF). Also: the other members' delivery latency and loss, and the server's RSS over
-//! time.
+//! still open: the drain takes silence for "still open" only once the server's side
+//! holds nothing more for it, see `drain_gives_up`). The server closed it only if one
+//! of these was seen; a close frame is reported only if one was read (a server that
+//! gives up on a client that never reads may drop the connection with its close frame
+//! still unsent: then the drain ends in EOF). Also: the other members' delivery latency
+//! and loss, and the server's RSS over time.
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -104,6 +105,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
         // than the rate paces the publisher instead (max_schedule_lag_us).
         window: PUBLISH_WINDOW,
         duration: Duration::from_secs(args.duration_secs),
+        messages: args.messages,
         pad_to: args.payload_bytes as usize,
         prefix: prefix.clone(),
     };
@@ -164,7 +166,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
     let summary = latency.summary();
 
     // Now read what the slow socket holds, to see how it ended.
-    let drained = drain(slow, &prefix, ctx.timeout).await;
+    let drained = drain(slow, &prefix, ctx.target.addr(), ctx.timeout).await;
     // Only what was seen: the server side leaving ESTABLISHED, the client seeing the
     // peer hang up, or the drain reading the end of the stream.
     let closed_by_server = seen.server_closed_at_ms.is_some()
@@ -176,8 +178,14 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
     };
 
     out.line(format!(
-        "{} members on {} ({} normal joined, 1 slow), publisher at {}/s × {}s, bodies of {} characters",
-        args.members, args.topic, setups.joined, args.rate, args.duration_secs, args.payload_bytes
+        "{} members on {} ({} normal joined, 1 slow), publisher at {}/s × {}s{}, bodies of {} characters",
+        args.members,
+        args.topic,
+        setups.joined,
+        args.rate,
+        args.duration_secs,
+        args.messages.map_or(String::new(), |n| format!(" or {n} messages")),
+        args.payload_bytes
     ));
     out.line(format!(
         "published {} (ok {}, refused {}); other members: {received} deliveries, missing {missing}, order violations {violations}",
@@ -204,11 +212,22 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
         drained.ended.as_ref().map_or_else(
             || format!(
                 "still open ({})",
-                drained.error.as_deref().unwrap_or("nothing more for 1 s")
+                drained
+                    .error
+                    .as_deref()
+                    .or(drained.gave_up.as_deref())
+                    .unwrap_or("-")
             ),
             |c| c.to_string()
         )
     ));
+    if drained.tcp_wait >= Duration::from_secs(1) {
+        out.line(format!(
+            "slow member's drain waited up to {:.1?} for TCP to send again, with up to {} queued for it on the server's side",
+            drained.tcp_wait,
+            mib(drained.tcp_queued)
+        ));
+    }
     out.line(format!(
         "slow member closed by the server: {}",
         match (&drained.ended, closed_by_server) {
@@ -248,7 +267,17 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
         out.problem(format!("{violations} order violations at other members"));
     }
     finished.add_problems(&mut out, "other members");
-    if !closed_by_server {
+    if !closed_by_server && result.acked > 0 && drained.messages >= result.acked {
+        // Then perhaps nothing ever waited in the server: say how much the sockets held.
+        out.problem(format!(
+            "the server did not close the slow consumer, which got every message published \
+             ({} messages, {}; the sockets' buffers held up to {} + {} of it while it did not read)",
+            drained.messages,
+            mib(drained.bytes),
+            mib(seen.server_tx_queue_max),
+            mib(seen.client_unread_max)
+        ));
+    } else if !closed_by_server {
         out.problem("the server did not close the slow consumer");
     }
     match close_frame {
@@ -263,6 +292,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
     out.set("topic", &args.topic);
     out.set("rate", args.rate);
     out.set("duration_secs", args.duration_secs);
+    out.set("messages", args.messages);
     out.set("payload_bytes", args.payload_bytes);
     out.set("joined", setups.joined);
     out.set("failed", setups.failed);
@@ -293,6 +323,14 @@ pub async fn run(ctx: &Arc<Ctx>, args: &SlowConsumerArgs) -> Result<Outcome> {
         }),
     );
     out.set("slow_drain_error", drained.error);
+    out.set("slow_drain_gave_up", drained.gave_up);
+    // The longest the drain heard nothing while the server's side still held bytes for
+    // the slow member (TCP resuming after its zero window), and the most it held then.
+    out.set(
+        "slow_drain_tcp_wait_ms",
+        drained.tcp_wait.as_millis() as u64,
+    );
+    out.set("slow_drain_tcp_queued_bytes", drained.tcp_queued);
     out.set_cpu("run", &cpu);
     out.set("rss_baseline_bytes", baseline);
     out.set("rss_max_bytes", peak);
@@ -443,14 +481,49 @@ struct Drained {
     /// How the connection ended; `None`: still open after the drain.
     ended: Option<Closed>,
     error: Option<String>,
+    /// Why the drain stopped reading a connection still open.
+    gave_up: Option<String>,
+    /// The longest the drain heard nothing while the server's side of the connection
+    /// still held bytes for it, and the most it held then.
+    tcp_wait: Duration,
+    tcp_queued: u64,
 }
 
-/// Reads the slow socket until it ends, or until nothing arrives for one second, or
-/// `limit × 3` in all.
-async fn drain(mut conn: Conn, prefix: &str, limit: Duration) -> Drained {
+/// How long a drain waits on a silent connection whose server side holds nothing more
+/// for it: the server has then sent all it had, and only a close frame (or the end of
+/// the connection) is still to come.
+const QUIET: Duration = Duration::from_secs(3);
+/// How often a silent drain looks at the server's side of the connection.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// Whether a drain that has heard nothing for `silent` stops, given what the server's
+/// side of the connection holds. Not while it holds bytes for the client: after seconds
+/// of a zero window the server's kernel sends again only once it learns that the window
+/// has opened, from the client's window update (a bare ACK, never sent again if lost) or
+/// from its own next zero-window probe, backed off to seconds by then. So silence with
+/// bytes queued is TCP catching up, not the server keeping the connection open.
+fn drain_gives_up(side: &ServerSide, silent: Duration, limit: Duration) -> bool {
+    match side {
+        ServerSide::Listed { tx_queue, .. } if *tx_queue > 0 => false,
+        ServerSide::Listed { .. } | ServerSide::NotListed => silent >= QUIET,
+        ServerSide::Unwatched => silent >= limit,
+    }
+}
+
+/// Reads the slow socket until its stream ends, or until [`drain_gives_up`], or
+/// `limit × 3` in all. `server` is the server's address, to find its side of the
+/// connection in `/proc/net/tcp`.
+async fn drain(mut conn: Conn, prefix: &str, server: SocketAddr, limit: Duration) -> Drained {
     let mut drained = Drained::default();
-    let deadline = Instant::now() + limit * 3;
-    while Instant::now() < deadline {
+    let local = conn.local_addr();
+    let start = Instant::now();
+    let deadline = start + limit * 3;
+    let mut heard = start;
+    loop {
+        if Instant::now() >= deadline {
+            drained.gave_up = Some(format!("the drain's limit of {:?}", limit * 3));
+            break;
+        }
         let (bytes, messages, last) =
             (&mut drained.bytes, &mut drained.messages, &mut drained.last);
         let on_text = &mut |text: &str, _at: Instant| {
@@ -463,8 +536,8 @@ async fn drain(mut conn: Conn, prefix: &str, limit: Duration) -> Drained {
                 *last = Some((seq, nanos));
             }
         };
-        match timeout(Duration::from_secs(1), conn.recv(on_text)).await {
-            Ok(Ok(None)) => {}
+        match timeout(LOOK_EVERY, conn.recv(on_text)).await {
+            Ok(Ok(None)) => heard = Instant::now(),
             Ok(Ok(Some(how))) => {
                 drained.ended = Some(how);
                 return drained;
@@ -473,7 +546,25 @@ async fn drain(mut conn: Conn, prefix: &str, limit: Duration) -> Drained {
                 drained.error = Some(error.0);
                 return drained;
             }
-            Err(_) => break,
+            Err(_) => {
+                let silent = heard.elapsed();
+                let side = local.map_or(ServerSide::Unwatched, |local| server_side(server, local));
+                if let ServerSide::Listed { tx_queue, .. } = side {
+                    if tx_queue > 0 {
+                        drained.tcp_wait = drained.tcp_wait.max(silent);
+                        drained.tcp_queued = drained.tcp_queued.max(tx_queue);
+                    }
+                }
+                if drain_gives_up(&side, silent, limit) {
+                    drained.gave_up = Some(match side {
+                        ServerSide::Unwatched => format!("nothing more for {silent:.1?}"),
+                        _ => format!(
+                            "nothing more for {silent:.1?}, nothing left for it on the server's side"
+                        ),
+                    });
+                    break;
+                }
+            }
         }
     }
     conn.close(limit).await;
@@ -509,6 +600,71 @@ mod tests {
         assert!(seen.server_closed_at_ms.is_some(), "{seen:?}");
         assert_ne!(seen.server_state.as_deref(), Some("ESTABLISHED"));
         assert!(seen.client_hup_at_ms.is_some(), "{seen:?}");
+    }
+
+    #[test]
+    fn a_drain_waits_while_the_server_side_still_holds_bytes() {
+        let limit = Duration::from_secs(10);
+        let long = Duration::from_secs(25);
+        let queued = ServerSide::Listed {
+            state: 0x01,
+            tx_queue: 3 << 20,
+        };
+        assert!(!drain_gives_up(&queued, long, limit));
+        let empty = ServerSide::Listed {
+            state: 0x01,
+            tx_queue: 0,
+        };
+        assert!(!drain_gives_up(&empty, QUIET - LOOK_EVERY, limit));
+        assert!(drain_gives_up(&empty, QUIET, limit));
+        assert!(drain_gives_up(&ServerSide::NotListed, QUIET, limit));
+        // Nothing known of the server's side: the longer wait.
+        assert!(!drain_gives_up(&ServerSide::Unwatched, QUIET, limit));
+        assert!(drain_gives_up(&ServerSide::Unwatched, limit, limit));
+    }
+
+    /// A server that pauses for more than a second before its close frame: the drain
+    /// reads on to the close frame.
+    #[tokio::test]
+    async fn a_drain_reads_through_a_pause_to_the_close_frame() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                socket.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            let key = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap();
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                crate::client::accept_key(key)
+            )
+            .into_bytes();
+            out.extend([0x81, 5]);
+            out.extend(b"hello");
+            socket.write_all(&out).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            socket.write_all(&[0x88, 2, 0x03, 0xF0]).await.unwrap();
+        });
+
+        let target = crate::target::Target::parse(&format!("ws://{at}/ws"), 1).unwrap();
+        let limit = Duration::from_secs(5);
+        let conn = Conn::open(&target, "u", limit).await.unwrap();
+        let drained = drain(conn, "p", at, limit).await;
+        assert_eq!(drained.ended, Some(Closed::Frame(Some(1008))));
+        assert_eq!(drained.bytes, 5);
+        assert_eq!(drained.error, None);
+        server.await.unwrap();
     }
 
     #[test]

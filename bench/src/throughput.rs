@@ -111,6 +111,8 @@ pub struct PublisherSpec {
     /// Most pushes waiting for their reply.
     pub window: usize,
     pub duration: Duration,
+    /// Stop after this many messages, even before `duration` is up.
+    pub messages: Option<u64>,
     /// Pad bodies with `/xxx…` to this many characters (0: no padding).
     pub pad_to: usize,
     /// `<run>/p`.
@@ -195,7 +197,8 @@ pub async fn publisher(
     };
 
     let end = begin + spec.duration;
-    let drain_deadline = end + ctx.timeout;
+    // Replies are waited for at most the timeout after the last push.
+    let mut stopped: Option<Instant> = None;
     let step = spec
         .rate
         .map(|rate| Duration::from_secs_f64(1.0 / rate.max(1e-3)));
@@ -206,10 +209,13 @@ pub async fn publisher(
     let mut body = String::with_capacity(spec.pad_to.max(64));
     loop {
         let now = Instant::now();
-        let sending = now < end;
+        let sending = now < end && spec.messages.is_none_or(|n| result.sent < n);
         if sending && outstanding < window {
             let mut batch = 0;
-            while outstanding < window && batch < 64 {
+            while outstanding < window
+                && batch < 64
+                && spec.messages.is_none_or(|n| result.sent < n)
+            {
                 let stamp = match step {
                     Some(step) => {
                         if due > now || due >= end {
@@ -261,15 +267,13 @@ pub async fn publisher(
         if !sending && outstanding == 0 {
             break;
         }
-        let wake = if sending {
-            match step {
-                Some(_) if outstanding < window => due.min(end),
-                _ => end,
-            }
-        } else {
-            drain_deadline
+        let drain_deadline = (!sending).then(|| *stopped.get_or_insert(now.min(end)) + ctx.timeout);
+        let wake = match (drain_deadline, step) {
+            (Some(deadline), _) => deadline,
+            (None, Some(_)) if outstanding < window => due.min(end),
+            (None, _) => end,
         };
-        if !sending && now >= drain_deadline {
+        if drain_deadline.is_some_and(|deadline| now >= deadline) {
             result.missing_replies = outstanding as u64;
             result.error = Some(format!(
                 "{outstanding} replies missing {:?} after the end",
@@ -379,6 +383,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &ThroughputArgs) -> Result<Outcome> {
                 rate: args.rate,
                 window: args.window,
                 duration: Duration::from_secs(args.duration_secs),
+                messages: None,
                 pad_to: 0,
                 prefix: prefix.clone(),
             };

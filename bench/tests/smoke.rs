@@ -155,18 +155,22 @@ fn churn() {
 #[test]
 fn slow_consumer() {
     // The server cuts a client off once the kernel's buffers are full (loopback lets the
-    // server's send buffer grow to ~4 MiB) and more than its outbound bound waits in its
-    // queue: a small bound keeps what must be published (~3 s at 2,000 messages of 2,000
-    // characters a second, or about half that on a busy machine) well above that.
+    // server's send buffer grow to ~4 MiB: with the client's, ~1,900 of these messages)
+    // and more than its outbound bound waits in its queue. So a small bound, and a volume
+    // well above what the buffers hold: 3,000 messages of 2,000 characters, 1.5 s at
+    // 2,000 a second on a quiet machine. A volume, not a duration: a busy machine takes
+    // them more slowly (3 s published as few as ~700 there, which the buffers held).
     let mut config = fluxwire::Config::ephemeral();
     config.max_outbound_bytes = 64 * 1024;
     let o = run_on(
         config,
-        "slow-consumer --members 5 --rate 2000 --duration-secs 3 --payload-bytes 2000",
+        "slow-consumer --members 5 --rate 2000 --messages 3000 --duration-secs 30 \
+         --payload-bytes 2000",
     );
     // The server closed the slow member (the mode fails when it did not see that), and
     // the other members did not suffer.
     assert_ok(&o);
+    assert_eq!(num(&o, "acked"), 3000.0);
     assert_eq!(num(&o, "loss"), 0.0);
     assert_eq!(num(&o, "order_violations"), 0.0);
     assert_eq!(num(&o, "joined"), 4.0);
