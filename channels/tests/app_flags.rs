@@ -1,16 +1,14 @@
 //! The binary's own flags for the default application reach it: `--max-rooms` and
 //! `--room-idle-timeout-ms`, in `--help` and in effect.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod support;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+use support::{fluxwire, Server, TIMEOUT};
 
 #[tokio::test]
 async fn help_lists_the_application_flags_with_their_env_and_defaults() {
@@ -44,38 +42,10 @@ async fn help_lists_the_application_flags_with_their_env_and_defaults() {
 
 #[tokio::test]
 async fn max_rooms_set_on_the_command_line_refuses_one_room_more() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxwire"))
-        .args([
-            "--port",
-            "0",
-            "--static-dir",
-            "../static",
-            "--max-rooms",
-            "1",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the fluxwire binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some((_, addr)) = line.split_once("fluxwire listening on http://") {
-                return addr.trim().to_owned();
-            }
-        }
-        panic!("the server exited before listening");
-    })
-    .await
-    .expect("the server logs its address");
-    let log = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            seen.push(line);
-        }
-        seen
-    });
+    let mut command = fluxwire();
+    command.args(["--max-rooms", "1"]);
+    let server = Server::start(command).await;
+    let addr = server.addr.clone();
 
     let url = format!("ws://{addr}/socket/websocket?user=one&vsn=2.0.0");
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -102,8 +72,7 @@ async fn max_rooms_set_on_the_command_line_refuses_one_room_more() {
         join("room:second", "2").await,
         json!({"status": "error", "response": {"reason": "too many rooms"}})
     );
-    child.kill().await.unwrap();
-    let log = log.await.unwrap();
+    let log = server.stop().await;
     assert!(
         log.iter()
             .any(|line| line.contains("rooms: 1 live, the most --max-rooms allows")),

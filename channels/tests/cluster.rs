@@ -6,18 +6,21 @@
 //! stops it. Without redis-server the tests say so loudly and pass, except under CI
 //! (`CI` set), where its absence is a failure.
 
+mod support;
+
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+
+use support::{fluxwire, Log, Server};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -125,45 +128,18 @@ impl Deadline {
 struct Node {
     child: Child,
     addr: String,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl Node {
     async fn start(redis: &Redis, id: &str, prefix: &str) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fluxwire"))
-            .args(["--port", "0", "--static-dir", "../static"])
-            .args([
-                "--cluster",
-                &redis.url(),
-                "--cluster-prefix",
-                prefix,
-                "--node-id",
-                id,
-            ])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the fluxwire binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let addr = tokio::time::timeout(TIMEOUT, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                log.lock().unwrap().push(line.clone());
-                if let Some((_, addr)) = line.split_once("fluxwire listening on http://") {
-                    return addr.trim().to_owned();
-                }
-            }
-            panic!("node {id} exited before listening");
-        })
-        .await
-        .expect("the node logs its address");
-        let kept = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                kept.lock().unwrap().push(line);
-            }
-        });
+        let mut command = fluxwire();
+        command
+            .args(["--cluster", &redis.url(), "--cluster-prefix", prefix])
+            .args(["--node-id", id]);
+        let Server {
+            child, addr, log, ..
+        } = Server::start(command).await;
         Node { child, addr, log }
     }
 

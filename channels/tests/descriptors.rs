@@ -4,33 +4,30 @@
 //! and the process never runs out of descriptors (no "Too many open files" from the
 //! accept loop, no connection left waiting in the backlog).
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use support::{fluxwire, Log, Server, TIMEOUT};
 
 /// The child's descriptor limit, and the reserve: room for 80 connections.
 const NOFILE: u64 = 128;
 const RESERVE: u64 = 48;
 const ROOM: usize = (NOFILE - RESERVE) as usize;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Starts the binary on a free port with RLIMIT_NOFILE at [`NOFILE`]; returns it, its
 /// address, and every line it logs.
-async fn start_server() -> (Child, String, Arc<Mutex<Vec<String>>>) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fluxwire"));
+async fn start_server() -> (Child, String, Log) {
+    let mut command = fluxwire();
     command
-        .args(["--port", "0", "--static-dir", "../static", "--workers", "1"])
-        .env("RUST_LOG", "info")
-        .env("FLUXWIRE_FD_RESERVE", RESERVE.to_string())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .args(["--workers", "1"])
+        .env("FLUXWIRE_FD_RESERVE", RESERVE.to_string());
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -44,30 +41,10 @@ async fn start_server() -> (Child, String, Arc<Mutex<Vec<String>>>) {
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("the fluxwire binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let logged = Arc::new(Mutex::new(Vec::new()));
-    let addr = tokio::time::timeout(TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            logged.lock().unwrap().push(line.clone());
-            if let Some((_, addr)) = line.split_once("fluxwire listening on http://") {
-                return addr.trim().to_owned();
-            }
-        }
-        panic!(
-            "the server exited before listening: {:?}",
-            logged.lock().unwrap()
-        );
-    })
-    .await
-    .expect("the server logs its address");
-    let keep = logged.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            keep.lock().unwrap().push(line);
-        }
-    });
-    (child, addr, logged)
+    let Server {
+        child, addr, log, ..
+    } = Server::start(command).await;
+    (child, addr, log)
 }
 
 /// What the server answers a new connection that sends nothing, read until it closes.

@@ -2,106 +2,26 @@
 //! (its stderr, at the default level): rate limits on messages and joins, and log lines
 //! a client cannot forge nor multiply (docs/protocol.md §10).
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+use support::{fluxwire, Server, TIMEOUT};
 
-/// The binary, on a free port with `env` set and `RUST_LOG` unset (the default level).
-struct Server {
-    child: Child,
-    addr: String,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fluxwire"));
-        command
-            .args(["--port", "0", "--static-dir", "../static"])
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("the fluxwire binary starts");
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let reader = tokio::spawn({
-            let lines = lines.clone();
-            async move {
-                let mut stderr = stderr.lines();
-                while let Ok(Some(line)) = stderr.next_line().await {
-                    lines.lock().unwrap().push(line);
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            addr: String::new(),
-            lines,
-            reader,
-        };
-        let listening = server.wait_for("fluxwire listening on http://").await;
-        let (_, addr) = listening.split_once("http://").unwrap();
-        server.addr = addr.trim().to_owned();
-        server
+/// The binary at its default log level (`RUST_LOG` unset), with `env` set.
+async fn start(env: &[(&str, &str)]) -> Server {
+    let mut command = fluxwire();
+    command.env_remove("RUST_LOG");
+    for (key, value) in env {
+        command.env(key, value);
     }
-
-    /// The first log line containing `text`, waiting for it.
-    async fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(text))
-                .cloned();
-            if let Some(line) = found {
-                return line;
-            }
-            if Instant::now() > deadline {
-                let lines = self.lines.lock().unwrap();
-                let last = &lines[lines.len().saturating_sub(5)..];
-                panic!(
-                    "no log line with {text:?} within {TIMEOUT:?}; {} lines, the last:\n{}",
-                    lines.len(),
-                    last.join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Stops the server (SIGTERM) and returns its whole log.
-    async fn stop(mut self) -> Vec<String> {
-        let pid = self.child.id().unwrap().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().await;
-        assert!(killed.unwrap().success());
-        tokio::time::timeout(TIMEOUT, self.child.wait())
-            .await
-            .expect("the server exits after SIGTERM")
-            .unwrap();
-        tokio::time::timeout(TIMEOUT, self.reader)
-            .await
-            .expect("the log ends")
-            .unwrap();
-        std::mem::take(&mut *self.lines.lock().unwrap())
-    }
+    Server::start(command).await
 }
 
 struct Client {
@@ -185,7 +105,7 @@ fn outcome(reply: &Value) -> (String, String) {
 
 #[tokio::test]
 async fn a_newline_in_an_event_name_does_not_forge_a_log_line() {
-    let server = Server::start(&[]).await;
+    let server = start(&[]).await;
     let mut client = Client::connect(&server, "forger").await;
     let forged = "[2030-01-01T00:00:00Z ERROR fluxwire] forged by the client";
     client
@@ -208,7 +128,7 @@ async fn a_newline_in_an_event_name_does_not_forge_a_log_line() {
 
 #[tokio::test]
 async fn a_flood_of_unmatched_topics_writes_a_bounded_log() {
-    let server = Server::start(&[]).await;
+    let server = start(&[]).await;
     let mut client = Client::connect(&server, "flooder").await;
     // 1,000 messages with 250-byte event names (the longest the server takes is 255):
     // 250 KB of names, within the message burst.
@@ -263,7 +183,7 @@ const SMALL_RATES: [(&str, &str); 4] = [
 
 #[tokio::test]
 async fn a_burst_over_the_rate_is_refused_then_served_after_the_refill() {
-    let server = Server::start(&SMALL_RATES).await;
+    let server = start(&SMALL_RATES).await;
     let mut client = Client::connect(&server, "eager").await;
     let started = Instant::now();
     for n in 0..10 {
@@ -331,7 +251,7 @@ async fn a_burst_over_the_rate_is_refused_then_served_after_the_refill() {
 
 #[tokio::test]
 async fn a_flood_far_past_the_rate_is_closed_with_1008_and_one_line() {
-    let server = Server::start(&SMALL_RATES).await;
+    let server = start(&SMALL_RATES).await;
     let mut client = Client::connect(&server, "flood").await;
     for n in 0..200 {
         client.feed(heartbeat(n)).await;

@@ -3,21 +3,20 @@
 //! `kill -9` loses no acknowledged action and starts a new epoch; a corrupt or unusable
 //! data dir stops the start with one line and a non-zero exit.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use support::{fluxwire, signal, Server, TIMEOUT};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -34,42 +33,19 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Starts the binary on a free port with `--data-dir dir`; returns it and its address.
 async fn start_server(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxwire"))
-        .args(["--port", "0", "--static-dir", "../static", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the fluxwire binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some((_, addr)) = line.split_once("fluxwire listening on http://") {
-                return addr.trim().to_owned();
-            }
-        }
-        panic!("the server exited before listening");
-    })
-    .await
-    .expect("the server logs its address");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut command = fluxwire();
+    command.arg("--data-dir").arg(dir);
+    let Server { child, addr, .. } = Server::start(command).await;
     (child, addr)
 }
 
-async fn stop(mut child: Child, signal: &str) {
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
+async fn stop(mut child: Child, how: &str) {
+    signal(&child, how).await;
     let status = tokio::time::timeout(TIMEOUT, child.wait())
         .await
         .expect("the server exits")
         .unwrap();
-    if signal == "-TERM" {
+    if how == "-TERM" {
         assert!(status.success(), "exit status {status}");
     }
 }
@@ -238,8 +214,8 @@ async fn kill_9_loses_no_acknowledged_action_and_starts_a_new_epoch() {
 async fn refused_start(dir: &Path) -> String {
     let output = tokio::time::timeout(
         TIMEOUT,
-        Command::new(env!("CARGO_BIN_EXE_fluxwire"))
-            .args(["--port", "0", "--static-dir", "../static", "--data-dir"])
+        fluxwire()
+            .arg("--data-dir")
             .arg(dir)
             .env("RUST_LOG", "warn")
             .output(),

@@ -2,66 +2,30 @@
 //! closes every socket with 1001 and exits 0; a connection that cannot take its close
 //! frame holds the exit back for the shutdown timeout only.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use support::{fluxwire, signal, Log, Server, TIMEOUT};
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The binary's stderr, line by line, as far as it has been read.
-type Log = Arc<Mutex<Vec<String>>>;
 
 /// Starts the binary on a free port with `args`; returns it, the address it logged, and
 /// its log.
 async fn start_server(args: &[&str]) -> (Child, String, Log) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxwire"))
-        .args(["--port", "0", "--static-dir", "../static"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the fluxwire binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = Log::default();
-    let addr = tokio::time::timeout(TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            log.lock().unwrap().push(line.clone());
-            if let Some((_, addr)) = line.split_once("fluxwire listening on http://") {
-                return addr.trim().to_owned();
-            }
-        }
-        panic!("the server exited before listening");
-    })
-    .await
-    .expect("the server logs its address");
-    let kept = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            kept.lock().unwrap().push(line);
-        }
-    });
+    let mut command = fluxwire();
+    command.args(args);
+    let Server {
+        child, addr, log, ..
+    } = Server::start(command).await;
     (child, addr, log)
-}
-
-async fn signal(child: &Child, signal: &str) {
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
 }
 
 /// The server's close code, skipping what comes before it.
