@@ -297,7 +297,13 @@ impl Inner {
                 Some(presence) => presence,
                 None => topics.entry(topic.into()).or_default(),
             };
-            f(presence)
+            let schedule = f(presence);
+            // A change that changed nothing (a leave of a meta not held) leaves no empty
+            // topic behind; one with a pending diff goes at its flush.
+            if presence.state.is_empty() && presence.pending.is_none() {
+                topics.remove(topic);
+            }
+            schedule
         };
         if let Some(window) = schedule {
             self.schedule_flush(topic.into(), window);
@@ -722,6 +728,15 @@ mod tests {
         assert_eq!(keys(&presence), ["local"]);
         inner.clone().apply("n3", b"not json");
         assert_eq!(keys(&presence), ["local"]);
+
+        let meta = to_raw_value(&json!({"phx_ref": "R9"})).unwrap();
+        inner
+            .clone()
+            .apply("n2", &change(Change::Leave, "room:never", "x", &meta));
+        assert!(
+            !presence.topics().contains_key("room:never"),
+            "a leave of nothing leaves no topic behind"
+        );
     }
 
     #[actix::test]

@@ -242,14 +242,16 @@ impl PubSub {
         self.inner.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
         let relay = self.inner.relay.get();
         let table = read(self.shard(topic));
-        let subscribers = table.get(topic);
-        if subscribers.is_none() && relay.is_none() {
+        let Some(subscribers) = table.get(topic) else {
+            drop(table);
+            if let Some(relay) = relay {
+                relay.publish(topic, event, &payload);
+            }
             return 0;
-        }
+        };
         let encodes = self.inner.stats.encodes.clone();
         let frame = Arc::new(BroadcastFrame::new(topic, event, payload, encodes));
-        let delivered =
-            subscribers.map_or(0, |subscribers| self.deliver(subscribers, except, &frame));
+        let delivered = self.deliver(subscribers, except, &frame);
         drop(table);
         if let Some(relay) = relay {
             relay.publish(topic, event, frame.payload());

@@ -157,6 +157,8 @@ impl RedisEngine {
             queue,
             topics: HashSet::new(),
             peers: HashMap::new(),
+            control: format!("{}:ctl", config.prefix),
+            topics_prefix: topic_channel(&config.prefix, ""),
         };
         // An actix system of its own: replicas (presence) schedule their flushes with it.
         let started = std::thread::Builder::new()
@@ -230,6 +232,10 @@ struct Worker {
     /// Topics this node has subscribers to, connected or not.
     topics: HashSet<String>,
     peers: HashMap<String, Peer>,
+    /// The control channel's name, and what every topic channel's name starts with:
+    /// made once, compared for every message received.
+    control: String,
+    topics_prefix: String,
 }
 
 /// Why a connected spell ended.
@@ -307,14 +313,14 @@ impl Worker {
         let client = redis::Client::open(self.url.as_str())?;
         let publisher = client.get_multiplexed_async_connection().await?;
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
-        let mut channels = vec![self.control_channel()];
+        let mut channels = vec![self.control.clone()];
         channels.extend(self.topics.iter().map(|t| topic_channel(&self.prefix, t)));
         sink.subscribe(channels).await?;
         Ok((publisher, sink, stream))
     }
 
-    fn control_channel(&self) -> String {
-        format!("{}:ctl", self.prefix)
+    fn control_channel(&self) -> &str {
+        &self.control
     }
 
     async fn control(
@@ -588,7 +594,7 @@ impl Worker {
     }
 
     fn received(&self, channel: &str, bytes: &[u8]) {
-        let Some(topic) = channel.strip_prefix(&format!("{}:t:", self.prefix)) else {
+        let Some(topic) = channel.strip_prefix(&self.topics_prefix) else {
             return;
         };
         let Some(envelope) = Envelope::decode(bytes) else {
