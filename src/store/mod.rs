@@ -623,21 +623,8 @@ impl StoreCore {
         &mut self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, Rejected>,
     ) -> Result<(Committed<R>, Written), StoreError> {
-        let (value, ops) = run(&mut self.doc, self.version + 1, f).inspect_err(|error| {
-            if let StoreError::Rejected(Rejected {
-                detail: Some(_), ..
-            })
-            | StoreError::Panicked(_) = error
-            {
-                log::warn!("store {}: change undone: {error}", self.name);
-            }
-        })?;
-        let written = self.commit(ops);
-        let committed = Committed {
-            version: self.version,
-            value,
-        };
-        Ok((committed, written))
+        let outcome = run(&mut self.doc, self.version + 1, f);
+        self.settle(outcome, &"change")
     }
 
     fn act(
@@ -652,16 +639,26 @@ impl StoreCore {
             payload,
             assigns,
         };
-        let (value, ops) = run(&mut self.doc, self.version + 1, |tx| actions(action, tx))
-            .inspect_err(|error| {
-                if let StoreError::Rejected(Rejected {
-                    detail: Some(_), ..
-                })
-                | StoreError::Panicked(_) = error
-                {
-                    log::warn!("store {}: action {event} undone: {error}", self.name);
-                }
-            })?;
+        let outcome = run(&mut self.doc, self.version + 1, |tx| actions(action, tx));
+        self.settle(outcome, &format_args!("action {event}"))
+    }
+
+    /// Commits what a change or an action recorded, or logs why `what` was undone (a
+    /// refusal with a detail, or a panic; a plain refusal is the client's business).
+    fn settle<R>(
+        &mut self,
+        outcome: Result<(R, Vec<Op>), StoreError>,
+        what: &dyn std::fmt::Display,
+    ) -> Result<(Committed<R>, Written), StoreError> {
+        let (value, ops) = outcome.inspect_err(|error| {
+            if let StoreError::Rejected(Rejected {
+                detail: Some(_), ..
+            })
+            | StoreError::Panicked(_) = error
+            {
+                log::warn!("store {}: {what} undone: {error}", self.name);
+            }
+        })?;
         let written = self.commit(ops);
         let committed = Committed {
             version: self.version,
@@ -670,8 +667,6 @@ impl StoreCore {
         Ok((committed, written))
     }
 
-    /// Commits recorded operations as the next version (none: nothing to commit); for
-    /// a persistent store, writes them and returns what hears when they are on disk.
     fn commit(&mut self, ops: Vec<Op>) -> Written {
         if ops.is_empty() {
             return None;
