@@ -689,6 +689,37 @@ fn reply_to(text: &str, reference: u64) -> Option<ReplyStatus> {
     }
 }
 
+/// A scripted WebSocket server for the tool's own tests.
+#[cfg(test)]
+pub(crate) mod scripted {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Accepts one connection on `listener`, reads its request head and answers the
+    /// upgrade; returns the socket and the head.
+    pub(crate) async fn accept_upgrade(listener: TcpListener) -> (TcpStream, String) {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            super::accept_key(key)
+        );
+        socket.write_all(answer.as_bytes()).await.unwrap();
+        (socket, head)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,28 +743,12 @@ mod tests {
         let large = "x".repeat(20_000);
         let server_large = large.clone();
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                socket.read_exact(&mut byte).await.unwrap();
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8(head).unwrap();
+            let (mut socket, head) = scripted::accept_upgrade(listener).await;
             assert!(
                 head.starts_with("GET /ws?user=u&vsn=2.0.0 HTTP/1.1\r\n"),
                 "{head}"
             );
-            let key = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-                .unwrap();
-            let mut out = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                 Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                accept_key(key)
-            )
-            .into_bytes();
+            let mut out = Vec::new();
             out.extend([0x81, 1, b'a']);
             out.extend([0x01, 2, b'h', b'e']);
             out.extend([0x89, 2, b'p', b'!']);

@@ -627,29 +627,13 @@ mod tests {
     /// reads on to the close frame.
     #[tokio::test]
     async fn a_drain_reads_through_a_pause_to_the_close_frame() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let at = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                socket.read_exact(&mut byte).await.unwrap();
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8(head).unwrap();
-            let key = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-                .unwrap();
-            let mut out = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                 Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                crate::client::accept_key(key)
-            )
-            .into_bytes();
+            let (mut socket, _) = crate::client::scripted::accept_upgrade(listener).await;
+            let mut out = Vec::new();
             out.extend([0x81, 5]);
             out.extend(b"hello");
             socket.write_all(&out).await.unwrap();
