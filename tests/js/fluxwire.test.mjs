@@ -8,28 +8,18 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 
 import { applyPatch, joinStore } from "../../static/fluxwire.js";
-import { closeAll, connect, show, waitUntil } from "./lib.mjs";
+import { closeAll, connect, getStore, httpBase, show, uniqueName, waitUntil } from "./lib.mjs";
 
 const T = { timeout: 60_000 };
-const RUN = randomBytes(3).toString("hex");
-let counter = 0;
-const uname = (base) => `${base}-${RUN}-${++counter}`;
-const tag = (base) => `${base}-${RUN}-${++counter}`;
-const HTTP = () => (process.env.FLUXWIRE_HTTP || "").replace(/\/+$/, "");
-
-async function getStore(name) {
-  const res = await fetch(`${HTTP()}/stores/${name}?user=reader`);
-  assert.equal(res.status, 200);
-  return res.json();
-}
+const uname = uniqueName;
+const tag = uniqueName;
 
 /** A FluxStore on a new connection, with every change it reports recorded. */
 async function store(user, options = {}) {
   const socket = await connect({ user });
-  const s = joinStore(socket, "todos", { baseUrl: HTTP(), ...options });
+  const s = joinStore(socket, "todos", { baseUrl: httpBase(), ...options });
   s.changes = [];
   s.subscribe((_state, change) => s.changes.push(change));
   await s.ready;

@@ -54,6 +54,27 @@ export function uniqueTopic(prefix = "echo", hint = "") {
   return `${prefix}:${hint ? `${hint}-` : ""}${id}`;
 }
 
+/** A name no other test of this run uses, e.g. "alice-3f9a1c-7": users, todo texts. */
+export function uniqueName(base) {
+  uniqueName.count = (uniqueName.count ?? 0) + 1;
+  return `${base}-${RUN_ID}-${uniqueName.count}`;
+}
+const RUN_ID = randomBytes(3).toString("hex");
+
+/** The server's HTTP base, from FLUXWIRE_HTTP (e.g. http://127.0.0.1:4123). */
+export function httpBase() {
+  const base = process.env.FLUXWIRE_HTTP;
+  if (!base) throw new Error("FLUXWIRE_HTTP is not set (expected e.g. http://127.0.0.1:4000)");
+  return base.replace(/\/+$/, "");
+}
+
+/** `GET /stores/NAME` as a reader: its JSON body; fails on any status but 200. */
+export async function getStore(name) {
+  const res = await fetch(`${httpBase()}/stores/${name}?user=reader`);
+  if (res.status !== 200) throw new Error(`GET /stores/${name}: ${res.status}`);
+  return res.json();
+}
+
 export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -8,7 +8,6 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 
 import { Presence } from "phoenix";
 import { applyMiddleware, combineReducers, legacy_createStore as createStore } from "redux";
@@ -20,25 +19,17 @@ import {
   presenceReducer,
   storeReducer,
 } from "../../static/fluxwire.js";
-import { closeAll, connect, show, waitUntil } from "./lib.mjs";
+import { closeAll, connect, getStore, httpBase, show, uniqueName, waitUntil } from "./lib.mjs";
 
 const T = { timeout: 60_000 };
-const RUN = randomBytes(3).toString("hex");
-let counter = 0;
-const uname = (base) => `${base}-${RUN}-${++counter}`;
-const tag = (base) => `${base}-${RUN}-${++counter}`;
-const HTTP = () => (process.env.FLUXWIRE_HTTP || "").replace(/\/+$/, "");
-
-async function getStore(name) {
-  const res = await fetch(`${HTTP()}/stores/${name}?user=reader`);
-  return res.json();
-}
+const uname = uniqueName;
+const tag = uniqueName;
 
 /** A Redux store for `user`: todos, their presence, a room, and every action seen. */
 async function reduxFor(user, room) {
   const socket = await connect({ user });
   const phx = createFluxwireMiddleware(socket, {
-    stores: { todos: { snapshot: true, baseUrl: HTTP() } },
+    stores: { todos: { snapshot: true, baseUrl: httpBase() } },
     channels: { [room]: {} },
   });
   const seen = (list = [], action) => [...list, action];
@@ -77,7 +68,7 @@ const toggleTodo = emitAction((id) => ({ type: "todo/toggle", payload: { id } })
 const removeTodo = emitAction((id) => ({ type: "todo/remove", payload: { id } }), "store:todos", "remove");
 
 test("actions go up, replies and patches come back as Redux actions; reducers copy only what changed", T, async () => {
-  const room = `room:redux-${RUN}`;
+  const room = `room:${uniqueName("redux")}`;
   const ann = await reduxFor(uname("ann"), room);
   const bob = await reduxFor(uname("bob"), room);
   const text = tag("milk");

@@ -13,7 +13,6 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 
 import { Presence } from "phoenix";
 
@@ -26,21 +25,16 @@ import {
   push,
   show,
   waitFor,
+  httpBase,
+  uniqueName,
   waitForRejoin,
   waitUntil,
 } from "./lib.mjs";
 
 const T = { timeout: 60_000 };
-const RUN = randomBytes(3).toString("hex");
-let counter = 0;
-const uname = (base) => `${base}-${RUN}-${++counter}`;
-const tag = (base) => `${base}-${RUN}-${++counter}`;
+const uname = uniqueName;
+const tag = uniqueName;
 
-function httpBase() {
-  const base = process.env.FLUXWIRE_HTTP;
-  if (!base) throw new Error("FLUXWIRE_HTTP is not set (expected e.g. http://127.0.0.1:4000)");
-  return base.replace(/\/+$/, "");
-}
 
 /** GET (or `method`) /stores/NAME with a query and headers: {status, headers, body}. */
 async function getStore(name, { user = "reader", query, headers = {}, method = "GET" } = {}) {
