@@ -12,7 +12,6 @@ use fluxwire::{Config, RunningServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
@@ -20,15 +19,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 /// among them replaces the real one).
 async fn handshake(server: &RunningServer, headers: &[(&'static str, &str)]) -> StatusCode {
     let url = format!("ws://{}/socket/websocket?user=a&vsn=2.0.0", server.addr());
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(*name, value.parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((_, response)) => response.status(),
-        Err(WsError::Http(response)) => response.status(),
-        Err(other) => panic!("unexpected handshake error: {other}"),
-    }
+    support::handshake_status(url, headers).await
 }
 
 /// One HTTP/1.1 GET on a connection of its own: the status and the body.

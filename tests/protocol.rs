@@ -7,23 +7,11 @@ use std::time::Duration;
 
 use fluxwire::{Config, RunningServer};
 use serde_json::json;
-use support::{eventually, head, reply, start, start_with, Client};
+use support::{eventually, handshake_status, head, reply, start, start_with, Client};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
-
-async fn handshake_status(url: String, headers: &[(&'static str, &str)]) -> StatusCode {
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(*name, value.parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((_, response)) => response.status(),
-        Err(WsError::Http(response)) => response.status(),
-        Err(other) => panic!("unexpected handshake error: {other}"),
-    }
-}
 
 #[tokio::test]
 async fn refuses_before_upgrade_with_403() {

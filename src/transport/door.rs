@@ -157,6 +157,18 @@ struct Peer {
     refilled: Instant,
 }
 
+impl Peer {
+    /// An address seen for the first time: nothing open, a full burst.
+    fn new(limits: &DoorLimits, now: Instant) -> Peer {
+        Peer {
+            open: 0,
+            sessions: 0,
+            tokens: f64::from(limits.burst),
+            refilled: now,
+        }
+    }
+}
+
 struct Peers {
     table: HashMap<Source, Peer>,
     swept: Instant,
@@ -228,12 +240,10 @@ impl Door {
                 peers.sweep(&self.limits);
                 let now = Instant::now();
                 let limits = &self.limits;
-                let state = peers.table.entry(source).or_insert_with(|| Peer {
-                    open: 0,
-                    sessions: 0,
-                    tokens: f64::from(limits.burst),
-                    refilled: now,
-                });
+                let state = peers
+                    .table
+                    .entry(source)
+                    .or_insert_with(|| Peer::new(limits, now));
                 state.refill(limits, now);
                 if limits.rate > 0.0 && state.tokens < 1.0 {
                     Err(Turned::Rate)
@@ -270,12 +280,10 @@ impl Door {
             let mut peers = self.peers();
             let now = Instant::now();
             let limits = &self.limits;
-            let state = peers.table.entry(source).or_insert_with(|| Peer {
-                open: 0,
-                sessions: 0,
-                tokens: f64::from(limits.burst),
-                refilled: now,
-            });
+            let state = peers
+                .table
+                .entry(source)
+                .or_insert_with(|| Peer::new(limits, now));
             if state.sessions >= limits.per_address {
                 drop(peers);
                 self.log(Turned::Sessions, Some(source), peer);

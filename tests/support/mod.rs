@@ -13,8 +13,10 @@ use fluxwire::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Accepts any non-empty `user`; the socket id is the user name.
@@ -388,4 +390,17 @@ pub fn run_node_tests_with_env(file: &str, env: &[(&str, &str)], required: &[&st
         output.status.success(),
         "node --test {file} failed:\n{stdout}\n{stderr}"
     );
+}
+
+/// The HTTP status a WebSocket handshake to `url` with `headers` gets (101 when upgraded).
+pub async fn handshake_status(url: String, headers: &[(&'static str, &str)]) -> StatusCode {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status(),
+        Err(WsError::Http(response)) => response.status(),
+        Err(other) => panic!("unexpected handshake error: {other}"),
+    }
 }
